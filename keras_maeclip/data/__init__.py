@@ -1,0 +1,1 @@
+from keras_maeclip.data import synthetic  # noqa: F401

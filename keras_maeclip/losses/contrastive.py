@@ -1,0 +1,229 @@
+"""Symmetric InfoNCE (CLIP) loss with global or local negatives."""
+
+import math
+
+import keras
+from keras import ops
+
+NEGATIVES = ("global", "local")
+
+
+def l2_normalize(x, axis=-1, epsilon=1e-12):
+    """`x / ||x||` along `axis`, computed in float32."""
+    x = ops.cast(x, "float32")
+    return x * ops.rsqrt(ops.maximum(ops.sum(x * x, axis=axis, keepdims=True), epsilon))
+
+
+def _blocks(x, block_size):
+    batch = x.shape[0]
+    if batch is not None and batch % block_size:
+        raise ValueError(
+            f"local negatives: batch size {batch} is not a multiple of "
+            f"local_batch_size={block_size}; use a batch that is (the "
+            "per-replica batch times the number of replicas)."
+        )
+    return ops.reshape(x, (-1, block_size, x.shape[-1]))
+
+
+def contrastive_logits(image_embeddings, text_embeddings, logit_scale, block_size=None):
+    """Scaled image→text similarity logits, per block of the batch.
+
+    Args:
+        image_embeddings: `(batch, dim)` L2-normalised image embeddings.
+        text_embeddings: `(batch, dim)` L2-normalised text embeddings; row
+            `i` is the caption of image `i`.
+        logit_scale: scalar, the multiplier (not its log).
+        block_size: int or `None`. `None` compares every pair in the batch
+            (global negatives); an int compares pairs only inside
+            consecutive blocks of that many rows (local negatives).
+
+    Returns:
+        `(num_blocks, block, block)` float32 logits; entry `[n, i, j]` scores
+        image `i` against text `j` of block `n`.
+    """
+    image_embeddings = ops.cast(image_embeddings, "float32")
+    text_embeddings = ops.cast(text_embeddings, "float32")
+    if block_size is None:
+        image_embeddings = image_embeddings[None]
+        text_embeddings = text_embeddings[None]
+    else:
+        image_embeddings = _blocks(image_embeddings, block_size)
+        text_embeddings = _blocks(text_embeddings, block_size)
+    similarity = ops.einsum("nid,njd->nij", image_embeddings, text_embeddings)
+    return ops.cast(logit_scale, "float32") * similarity
+
+
+def contrastive_loss(
+    image_embeddings,
+    text_embeddings,
+    logit_scale,
+    negatives="global",
+    local_batch_size=None,
+):
+    """Symmetric InfoNCE loss between paired image and text embeddings.
+
+    The mean of the image→text and text→image cross-entropies, where the
+    positive of row `i` is column `i` and the negatives are the other
+    columns of the batch (`"global"`) or of its block of `local_batch_size`
+    consecutive rows (`"local"`, i.e. each replica's own batch).
+
+    Args:
+        image_embeddings: `(batch, dim)`, L2-normalised.
+        text_embeddings: `(batch, dim)`, L2-normalised.
+        logit_scale: scalar multiplier, `exp` of the learned log-scale.
+        negatives: `"global"` or `"local"`. Defaults to `"global"`.
+        local_batch_size: int. Block size for `"local"`.
+
+    Returns:
+        A dict of float32 scalars: `loss`, `image_to_text_accuracy`,
+        `text_to_image_accuracy` (in-batch top-1, over the same blocks).
+
+    Example:
+    >>> z = l2_normalize(keras.random.normal((8, 4)))
+    >>> out = contrastive_loss(z, z, 10.0, negatives="local", local_batch_size=4)
+    >>> sorted(out)
+    ['image_to_text_accuracy', 'loss', 'text_to_image_accuracy']
+
+    References: Radford et al. 2021 (CLIP), Fig. 3; Weers et al. 2023 §3
+    (local then global negatives); open_clip `loss.py`.
+    """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives={negatives!r}; use one of {NEGATIVES}.")
+    block = None
+    if negatives == "local":
+        if local_batch_size is None or int(local_batch_size) < 1:
+            raise ValueError(
+                "negatives='local' needs a positive local_batch_size (the "
+                f"per-replica batch); got {local_batch_size!r}."
+            )
+        block = int(local_batch_size)
+    logits = contrastive_logits(image_embeddings, text_embeddings, logit_scale, block)
+    image_log_probs = ops.log_softmax(logits, axis=-1)
+    text_log_probs = ops.log_softmax(logits, axis=-2)
+    image_loss = -ops.mean(ops.diagonal(image_log_probs, axis1=-2, axis2=-1))
+    text_loss = -ops.mean(ops.diagonal(text_log_probs, axis1=-2, axis2=-1))
+    # Top-1 is right when the paired logit is the largest of its row/column
+    # (written without arange so it also traces with an unknown batch size).
+    positives = ops.diagonal(logits, axis1=-2, axis2=-1)
+    i2t = ops.cast(positives >= ops.max(logits, axis=-1), "float32")
+    t2i = ops.cast(positives >= ops.max(logits, axis=-2), "float32")
+    return {
+        "loss": 0.5 * (image_loss + text_loss),
+        "image_to_text_accuracy": ops.mean(i2t),
+        "text_to_image_accuracy": ops.mean(t2i),
+    }
+
+
+@keras.saving.register_keras_serializable(package="keras_maeclip")
+class MaxValue(keras.constraints.Constraint):
+    """Clamps a variable from above after each optimizer update.
+
+    Args:
+        max_value: float. The largest value the variable may take.
+
+    Example:
+    >>> float(MaxValue(1.0)(keras.ops.array(3.0)))
+    1.0
+    """
+
+    def __init__(self, max_value):
+        self.max_value = float(max_value)
+
+    def __call__(self, w):
+        return ops.minimum(w, ops.cast(self.max_value, w.dtype))
+
+    def get_config(self):
+        return {"max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="keras_maeclip")
+class ContrastiveLoss(keras.layers.Layer):
+    """InfoNCE with a learnable temperature, stored as a log-scale.
+
+    Holds one trainable scalar, `log_logit_scale`, initialised to
+    `ln(1/0.07)` and clamped to `ln(100)` by a `MaxValue` constraint that the
+    optimizer applies after every update (no hand-written clipping step).
+
+    Args:
+        negatives: `"global"` or `"local"`. Defaults to `"global"`.
+        local_batch_size: int or `None`. Block size for `"local"`.
+        init_logit_scale: float. Initial value of the log-scale, defaults to
+            `ln(1 / 0.07)`.
+        max_logit_scale: float. Clamp on the log-scale, defaults to
+            `ln(100)`.
+        **kwargs: base layer arguments.
+
+    Call args:
+        image_embeddings, text_embeddings: `(batch, dim)`, L2-normalised.
+
+    Returns:
+        The dict of `contrastive_loss` plus `logit_scale` (the multiplier).
+
+    Example:
+    >>> layer = ContrastiveLoss()
+    >>> z = l2_normalize(keras.random.normal((4, 8)))
+    >>> round(float(layer(z, z)["logit_scale"]), 3)
+    14.286
+
+    References: Radford et al. 2021 (CLIP) §2.5; Weers et al. 2023 §3.
+    """
+
+    def __init__(
+        self,
+        negatives="global",
+        local_batch_size=None,
+        init_logit_scale=math.log(1 / 0.07),
+        max_logit_scale=math.log(100.0),
+        **kwargs,
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if negatives not in NEGATIVES:
+            raise ValueError(f"negatives={negatives!r}; use one of {NEGATIVES}.")
+        self.negatives = negatives
+        self.local_batch_size = local_batch_size
+        self.init_logit_scale = float(init_logit_scale)
+        self.max_logit_scale = float(max_logit_scale)
+
+    def build(self, *args, **kwargs):
+        self.log_logit_scale = self.add_weight(
+            name="log_logit_scale",
+            shape=(),
+            initializer=keras.initializers.Constant(self.init_logit_scale),
+            constraint=MaxValue(self.max_logit_scale),
+            dtype="float32",
+        )
+        self.built = True
+
+    @property
+    def logit_scale(self):
+        return ops.exp(ops.cast(self.log_logit_scale, "float32"))
+
+    def call(self, image_embeddings, text_embeddings):
+        scale = self.logit_scale
+        out = contrastive_loss(
+            image_embeddings,
+            text_embeddings,
+            scale,
+            negatives=self.negatives,
+            local_batch_size=self.local_batch_size,
+        )
+        out["logit_scale"] = scale
+        return out
+
+    def compute_output_spec(self, image_embeddings, text_embeddings):
+        scalar = keras.KerasTensor((), dtype="float32")
+        names = ("loss", "image_to_text_accuracy", "text_to_image_accuracy", "logit_scale")
+        return {name: scalar for name in names}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "negatives": self.negatives,
+                "local_batch_size": self.local_batch_size,
+                "init_logit_scale": self.init_logit_scale,
+                "max_logit_scale": self.max_logit_scale,
+            }
+        )
+        return config

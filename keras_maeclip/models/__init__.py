@@ -1,0 +1,30 @@
+"""Encoders, pretraining models, preprocessing and presets."""
+
+from keras_maeclip.models.clip import CLIP
+from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.preprocessor import CLIPPreprocessor, image_converter
+from keras_maeclip.models.presets import list_presets, preset_config
+from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
+from keras_maeclip.models.text_encoder import TextEncoder
+from keras_maeclip.models.preprocessor import (
+    SPECIAL_TOKENS,
+    caption_tokenizer,
+    learn_vocabulary,
+)
+from keras_maeclip.models.vit_encoder import ViTEncoder
+
+__all__ = [
+    "CLIP",
+    "CLIPBackbone",
+    "CLIPPreprocessor",
+    "PretrainingTask",
+    "SPECIAL_TOKENS",
+    "TextEncoder",
+    "ViTEncoder",
+    "caption_tokenizer",
+    "default_optimizer",
+    "image_converter",
+    "learn_vocabulary",
+    "list_presets",
+    "preset_config",
+]

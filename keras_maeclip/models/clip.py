@@ -1,0 +1,147 @@
+"""CLIP: contrastive image–text pretraining, trained with `model.fit`."""
+
+import math
+
+import keras
+
+from keras_maeclip.losses import ContrastiveLoss
+from keras_maeclip.models._validation import check_images
+from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.preprocessor import CLIPPreprocessor
+from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models.presets import is_directory_preset
+
+_METRICS = (
+    "contrastive_loss",
+    "logit_scale",
+    "image_to_text_accuracy",
+    "text_to_image_accuracy",
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_maeclip")
+class CLIP(PretrainingTask):
+    """Contrastive language–image pretraining (keras-hub `Task`).
+
+    A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
+    symmetric InfoNCE loss with a learned temperature. `fit` trains it
+    through the `compute_loss` override on every backend; the logs report
+    `loss` (total), `contrastive_loss`, `logit_scale` and the in-batch
+    top-1 `image_to_text_accuracy` / `text_to_image_accuracy`.
+
+    Args:
+        backbone: a `CLIPBackbone`.
+        preprocessor: a `CLIPPreprocessor` or `None`. With one, `fit` accepts
+            raw `{"images", "captions"}` batches.
+        negatives: `"global"` (all pairs in the batch) or `"local"`
+            (negatives only inside blocks of `local_batch_size`). Defaults
+            to `"global"`.
+        local_batch_size: int or `None`, the block size for `"local"`.
+        init_logit_scale: float, initial log-temperature scale, `ln(1/0.07)`.
+        max_logit_scale: float, clamp of the log-scale, `ln(100)`.
+        compile: bool. Compile with the defaults of `compile()`.
+        **kwargs: `keras_hub.models.Task` arguments (`name`, ...).
+
+    Example:
+    >>> model = CLIP.from_preset("clip_tiny_gap", vocabulary_size=64)
+    >>> batch = {"images": np.zeros((4, 32, 32, 3), "float32"),
+    ...          "token_ids": np.ones((4, 16), "int32"),
+    ...          "padding_mask": np.ones((4, 16), "int32")}
+    >>> history = model.fit(batch, epochs=1, verbose=0)
+
+    References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3.
+    """
+
+    backbone_cls = CLIPBackbone
+    preprocessor_cls = CLIPPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        preprocessor=None,
+        negatives="global",
+        local_batch_size=None,
+        init_logit_scale=math.log(1 / 0.07),
+        max_logit_scale=math.log(100.0),
+        compile=True,
+        **kwargs,
+    ):
+        super().__init__(metric_names=_METRICS, **kwargs)
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.dtype_policy = backbone.dtype_policy
+        self.contrastive = ContrastiveLoss(
+            negatives=negatives,
+            local_batch_size=local_batch_size,
+            init_logit_scale=init_logit_scale,
+            max_logit_scale=max_logit_scale,
+            name="contrastive",
+        )
+        self.contrastive.build()
+        self.built = True
+        if compile:
+            self.compile()
+
+    def call(self, inputs, training=False):
+        encoder = self.backbone.image_encoder
+        check_images(inputs["images"], encoder.image_size, encoder.num_channels)
+        return self.backbone(
+            {
+                "images": inputs["images"],
+                "token_ids": inputs["token_ids"],
+                "padding_mask": inputs["padding_mask"],
+            },
+            training=training,
+        )
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        out = self.contrastive(y_pred["image_embeddings"], y_pred["text_embeddings"])
+        self.track("contrastive_loss", out["loss"])
+        self.track("logit_scale", out["logit_scale"])
+        self.track("image_to_text_accuracy", out["image_to_text_accuracy"])
+        self.track("text_to_image_accuracy", out["text_to_image_accuracy"])
+        return out["loss"] + self.regularization_loss()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "negatives": self.contrastive.negatives,
+                "local_batch_size": self.contrastive.local_batch_size,
+                "init_logit_scale": self.contrastive.init_logit_scale,
+                "max_logit_scale": self.contrastive.max_logit_scale,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build from a named architecture preset or load a preset directory.
+
+        Args:
+            preset: a name from `keras_maeclip.models.list_presets()`
+                (randomly initialised architecture) or a directory written by
+                `save_to_preset()` (config, weights, tokenizer vocabulary).
+            load_weights: bool. For a directory, load the saved weights.
+            **kwargs: for a named preset, the task arguments of `CLIP` (incl.
+                `preprocessor`) and backbone overrides (see
+                `keras_maeclip.models.preset_config`); with a `preprocessor`
+                the text tower is sized to its vocabulary and sequence length
+                unless given. For a directory, keras-hub loader arguments.
+
+        Example:
+        >>> CLIP.from_preset("nope")
+        Traceback (most recent call last):
+        ValueError: Unknown preset 'nope'. Available presets: ...
+        """
+        if is_directory_preset(preset):
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        task_keys = ("preprocessor", "negatives", "local_batch_size",
+                     "init_logit_scale", "max_logit_scale", "compile", "name")
+        task_kwargs = {k: kwargs.pop(k) for k in task_keys if k in kwargs}
+        preprocessor = task_kwargs.get("preprocessor")
+        if preprocessor is not None:
+            kwargs.setdefault("vocabulary_size", preprocessor.tokenizer.vocabulary_size())
+            kwargs.setdefault("sequence_length", preprocessor.sequence_length)
+        backbone = cls.backbone_cls.from_preset(preset, **kwargs)
+        return cls(backbone=backbone, **task_kwargs)

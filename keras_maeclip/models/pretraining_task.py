@@ -1,0 +1,155 @@
+"""What every pretraining model shares: compile defaults and loss metrics."""
+
+import keras
+import keras_hub
+from keras import ops
+
+
+def default_optimizer(
+    variables,
+    learning_rate=5e-4,
+    weight_decay=0.2,
+    warmup_steps=0,
+    total_steps=None,
+    beta_1=0.9,
+    beta_2=0.98,
+    epsilon=1e-6,
+    global_clipnorm=None,
+):
+    """AdamW with linear warm-up then cosine decay, decay on matrices only.
+
+    Weight decay is not applied to biases, normalisation parameters, the
+    temperature (every variable of rank < 2), position embeddings or class
+    tokens.
+
+    Args:
+        variables: the model's trainable variables (to pick the exclusions).
+        learning_rate: float, peak learning rate. Defaults to `5e-4`.
+        weight_decay: float, defaults to `0.2` (CLIP's).
+        warmup_steps: int, linear warm-up from 0. Defaults to `0`.
+        total_steps: int or `None`. With a value, cosine decay to 0 at
+            `total_steps`; with `None`, constant after the warm-up.
+        beta_1, beta_2, epsilon: AdamW moments, defaults `0.9, 0.98, 1e-6`
+            (CLIP's).
+        global_clipnorm: float or `None`, clip the global gradient norm.
+
+    Returns:
+        A `keras.optimizers.AdamW`.
+
+    Example:
+    >>> opt = default_optimizer([], learning_rate=1e-3, warmup_steps=10,
+    ...                         total_steps=100)
+    >>> float(opt.learning_rate)  # step 0 of the warm-up
+    0.0
+
+    References: Loshchilov & Hutter 2019 (AdamW); Radford et al. 2021 §2.5.
+    """
+    if total_steps is not None and total_steps <= warmup_steps:
+        raise ValueError(
+            f"total_steps={total_steps} must exceed warmup_steps={warmup_steps}."
+        )
+    if total_steps is not None:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else learning_rate,
+            decay_steps=total_steps - warmup_steps,
+            alpha=0.0,
+            warmup_target=learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    elif warmup_steps:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=1,
+            alpha=1.0,
+            warmup_target=learning_rate,
+            warmup_steps=warmup_steps,
+        )
+    else:
+        schedule = learning_rate
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=weight_decay,
+        beta_1=beta_1,
+        beta_2=beta_2,
+        epsilon=epsilon,
+        global_clipnorm=global_clipnorm,
+    )
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in variables if excluded_from_weight_decay(v)]
+    )
+    return optimizer
+
+
+def excluded_from_weight_decay(variable):
+    """Biases, norms, scalars, position tables and class tokens."""
+    path = variable.path
+    return len(variable.shape) < 2 or "position" in path or "class_token" in path
+
+
+class PretrainingTask(keras_hub.models.Task):
+    """Base of the pretraining models: `compile()` defaults and loss metrics.
+
+    Subclasses compute their loss terms in `compute_loss` and report each
+    through `track(name, value)`, which keeps one `keras.metrics.Mean` per
+    term, so every term shows in `fit`'s logs on every backend.
+
+    Args:
+        metric_names: names of the metrics that `compute_loss` reports.
+        **kwargs: `keras_hub.models.Task` arguments.
+    """
+
+    def __init__(self, metric_names=(), **kwargs):
+        super().__init__(compile=False, **kwargs)
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
+        for name, tracker in self._trackers.items():
+            setattr(self, f"{name}_tracker", tracker)
+
+    def track(self, name, value):
+        """Update the running mean of a reported metric."""
+        self._trackers[name].update_state(ops.cast(value, "float32"))
+
+    def regularization_loss(self):
+        """Sum of the losses added by layers (`self.losses`), as float32."""
+        total = ops.zeros((), "float32")
+        for loss in self.losses:
+            total = total + ops.cast(loss, "float32")
+        return total
+
+    def compile(
+        self,
+        optimizer="auto",
+        learning_rate=5e-4,
+        weight_decay=0.2,
+        warmup_steps=0,
+        total_steps=None,
+        global_clipnorm=None,
+        **kwargs,
+    ):
+        """Configure training; `optimizer="auto"` uses `default_optimizer`.
+
+        Args:
+            optimizer: `"auto"` or any Keras optimizer. With `"auto"`,
+                AdamW with decay exclusions and warm-up + cosine schedule
+                built from the next arguments; a user optimizer is used as
+                given.
+            learning_rate, weight_decay, warmup_steps, total_steps,
+            global_clipnorm: see `default_optimizer`.
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
+                `steps_per_execution`).
+        """
+        if optimizer == "auto":
+            optimizer = default_optimizer(
+                self.trainable_variables,
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                total_steps=total_steps,
+                global_clipnorm=global_clipnorm,
+            )
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss; do not pass "
+                "loss= to compile()."
+            )
+        kwargs.pop("loss", None)
+        super().compile(optimizer=optimizer, **kwargs)

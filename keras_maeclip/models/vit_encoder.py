@@ -1,0 +1,160 @@
+"""The image tower: a pre-LN Vision Transformer that outputs its tokens."""
+
+import keras
+import keras_hub
+
+from keras_maeclip.layers import ClassToken, PatchEmbedding, SinCosPositionEncoding2D
+from keras_maeclip.models._validation import check_divisible, check_positive
+
+
+@keras.saving.register_keras_serializable(package="keras_maeclip")
+class ViTEncoder(keras_hub.models.Backbone):
+    """Vision Transformer image encoder with fixed 2-D sin-cos positions.
+
+    Images are cut into `patch_size`² patches, linearly projected, given the
+    fixed 2-D sin-cos position encoding, optionally prefixed with a learned
+    class token, and passed through pre-LayerNorm transformer blocks and a
+    final LayerNorm. The output is the whole token sequence.
+
+    The two halves of the forward pass are public so that a masked model can
+    drop patches in between (positions are added *before* masking, so kept
+    patches keep their positions):
+
+    ```python
+    tokens = encoder.embed_patches(images)     # (batch, num_patches, width)
+    kept = ...                                  # any subset of the patches
+    out = encoder.encode_tokens(kept)           # (batch, [1 +] kept, width)
+    ```
+
+    Args:
+        image_size: int. Side of the square input images.
+        patch_size: int. Side of the square patches; divides `image_size`.
+        hidden_dim: int. Token width; divisible by `num_heads` and by 4.
+        num_layers: int. Number of transformer blocks.
+        num_heads: int. Attention heads per block.
+        mlp_ratio: float. MLP hidden width relative to `hidden_dim`.
+            Defaults to `4.0`.
+        num_channels: int. Image channels, defaults to `3`.
+        use_class_token: bool. Prepend a learned class token. Defaults to
+            `False` (the paper pools with MAP/GAP/MAX).
+        dropout: float. Dropout inside the blocks, defaults to `0.0`.
+        layer_norm_epsilon: float, defaults to `1e-6`.
+        dtype: dtype policy of the layers (e.g. `"mixed_bfloat16"`).
+        **kwargs: `keras_hub.models.Backbone` arguments (`name`, ...).
+
+    Example:
+    >>> encoder = ViTEncoder(image_size=32, patch_size=8, hidden_dim=32,
+    ...                      num_layers=2, num_heads=4)
+    >>> encoder(keras.ops.zeros((2, 32, 32, 3))).shape
+    (2, 16, 32)
+
+    References: Dosovitskiy et al. 2021 (ViT); Weers et al. 2023 §3 (image
+    encoder); MAE `models_mae.py`.
+    """
+
+    def __init__(
+        self,
+        image_size,
+        patch_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        mlp_ratio=4.0,
+        num_channels=3,
+        use_class_token=False,
+        dropout=0.0,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
+        check_positive(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_dim=hidden_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_channels=num_channels,
+        )
+        check_divisible("image_size", image_size, "patch_size", patch_size)
+        check_divisible("hidden_dim", hidden_dim, "num_heads", num_heads)
+        check_divisible("hidden_dim", hidden_dim, "the sin-cos encoding's", 4)
+        grid = image_size // patch_size
+
+        # === Layers ===
+        self.patch_embedding = PatchEmbedding(
+            patch_size, hidden_dim, dtype=dtype, name="patch_embedding"
+        )
+        self.position_encoding = SinCosPositionEncoding2D(
+            grid, dtype=dtype, name="position_encoding"
+        )
+        self.class_token = (
+            ClassToken(dtype=dtype, name="class_token") if use_class_token else None
+        )
+        self.transformer_layers = [
+            keras_hub.layers.TransformerEncoder(
+                intermediate_dim=int(round(hidden_dim * mlp_ratio)),
+                num_heads=num_heads,
+                dropout=dropout,
+                activation="gelu",
+                layer_norm_epsilon=layer_norm_epsilon,
+                normalize_first=True,
+                dtype=dtype,
+                name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
+        )
+
+        # === Functional model ===
+        images = keras.Input(
+            shape=(image_size, image_size, num_channels), name="images"
+        )
+        tokens = self.encode_tokens(self.embed_patches(images))
+        super().__init__(inputs=images, outputs=tokens, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.num_channels = num_channels
+        self.use_class_token = use_class_token
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.grid_size = grid
+        self.num_patches = grid * grid
+
+    def embed_patches(self, images):
+        """Patch embeddings plus position encoding, `(batch, patches, width)`."""
+        return self.position_encoding(self.patch_embedding(images))
+
+    def encode_tokens(self, tokens, training=None):
+        """Class token (if any), transformer blocks and the final norm."""
+        x = tokens
+        if self.class_token is not None:
+            x = self.class_token(x)
+        for layer in self.transformer_layers:
+            x = layer(x, training=training)
+        return self.final_norm(x)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_size": self.image_size,
+                "patch_size": self.patch_size,
+                "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratio,
+                "num_channels": self.num_channels,
+                "use_class_token": self.use_class_token,
+                "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+            }
+        )
+        return config
