@@ -22,8 +22,8 @@ def zero_shot_classifier(model, class_names, templates, batch_size=256):
 
     Example:
     >>> clf = zero_shot_classifier(model, ["circle", "square"], ["a {}."])
-    >>> clf.shape
-    (2, 128)
+    >>> clf.shape  # (classes, model.backbone.embedding_dim)
+    (2, 96)
 
     References: Radford et al. 2021 §3.1.4 (prompt ensembling); open_clip
     `zero_shot_classifier.py`.

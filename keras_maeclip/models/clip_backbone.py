@@ -42,7 +42,7 @@ class CLIPBackbone(keras_hub.models.Backbone):
     ...                 "token_ids": np.ones((2, 16), "int32"),
     ...                 "padding_mask": np.ones((2, 16), "int32")})
     >>> out["image_embeddings"].shape
-    (2, 128)
+    (2, 96)
 
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3 and §4
     (pooling ablation).

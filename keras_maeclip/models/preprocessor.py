@@ -79,14 +79,20 @@ def caption_tokenizer(vocabulary, **kwargs):
     kwargs.setdefault("lowercase", True)
     kwargs.setdefault("strip_accents", True)
     kwargs.setdefault("oov_token", UNK_TOKEN)
+    if isinstance(vocabulary, (list, tuple)):
+        _check_special_tokens(vocabulary)
     tokenizer = keras_hub.tokenizers.WordPieceTokenizer(vocabulary=vocabulary, **kwargs)
-    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocabulary()]
+    _check_special_tokens(tokenizer.get_vocabulary())
+    return tokenizer
+
+
+def _check_special_tokens(vocabulary):
+    missing = [t for t in SPECIAL_TOKENS if t not in vocabulary]
     if missing:
         raise ValueError(
             f"The vocabulary lacks the special tokens {missing}; learn it with "
             "keras_maeclip.models.learn_vocabulary or add them."
         )
-    return tokenizer
 
 
 # MAE and most ViT recipes normalise with the ImageNet statistics.

@@ -22,9 +22,9 @@ _TEXT_BASE = dict(
     vocabulary_size=30522, sequence_length=64, hidden_dim=512, num_layers=12, num_heads=8
 )
 # Tiny towers that train on a 2-core CPU in minutes (synthetic set, 32²).
-_VIT_TINY = dict(image_size=32, patch_size=4, hidden_dim=128, num_layers=4, num_heads=4)
+_VIT_TINY = dict(image_size=32, patch_size=4, hidden_dim=96, num_layers=3, num_heads=4)
 _TEXT_TINY = dict(
-    vocabulary_size=1000, sequence_length=16, hidden_dim=128, num_layers=2, num_heads=4
+    vocabulary_size=1000, sequence_length=16, hidden_dim=96, num_layers=2, num_heads=4
 )
 # The foundation benchmark's "bench-small" workload.
 _VIT_BENCH = dict(image_size=128, patch_size=16, hidden_dim=384, num_layers=6, num_heads=6)
@@ -56,8 +56,9 @@ for _pooling in ("gap", "max", "map"):
     )
     CLIP_PRESETS[f"clip_tiny_{_pooling}"] = _preset(
         f"Tiny CLIP for CPU runs on the synthetic set: 32² images, patch 4, "
-        f"128-wide towers, embed 128, {_pooling.upper()} pooling.",
-        _VIT_TINY, _TEXT_TINY, 128, _pooling,
+        f"96-wide towers (3 image, 2 text layers), embed 96, "
+        f"{_pooling.upper()} pooling.",
+        _VIT_TINY, _TEXT_TINY, 96, _pooling,
     )
 CLIP_PRESETS["clip_bench_small"] = _preset(
     "The benchmark workload: 128² images, patch 16, vision 384×6×6, text "

@@ -83,7 +83,13 @@ def default_optimizer(
 def excluded_from_weight_decay(variable):
     """Biases, norms, scalars, position tables and class tokens."""
     path = variable.path
-    return len(variable.shape) < 2 or "position" in path or "class_token" in path
+    return (
+        len(variable.shape) < 2
+        # Attention biases are (heads, head_dim): match biases by name.
+        or variable.name in ("bias", "gamma", "beta")
+        or "position" in path
+        or "class_token" in path
+    )
 
 
 class PretrainingTask(keras_hub.models.Task):
@@ -137,7 +143,15 @@ class PretrainingTask(keras_hub.models.Task):
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`).
         """
+        self._auto_compile_config = None
         if optimizer == "auto":
+            self._auto_compile_config = dict(
+                learning_rate=learning_rate,
+                weight_decay=weight_decay,
+                warmup_steps=warmup_steps,
+                total_steps=total_steps,
+                global_clipnorm=global_clipnorm,
+            )
             optimizer = default_optimizer(
                 self.trainable_variables,
                 learning_rate=learning_rate,
@@ -153,3 +167,15 @@ class PretrainingTask(keras_hub.models.Task):
             )
         kwargs.pop("loss", None)
         super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        """With the default optimizer, the arguments that rebuild it on load."""
+        if getattr(self, "_auto_compile_config", None) is not None:
+            return {"optimizer": "auto", **self._auto_compile_config}
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        if config.get("optimizer") == "auto":
+            self.compile(**config)
+        else:
+            super().compile_from_config(config)

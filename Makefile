@@ -1,0 +1,38 @@
+# Two commands, each sets up what it needs first:
+#   make train   pretrain tiny CLIP on the synthetic set, print zero-shot accuracy
+#   make test    run the test suite
+# KERAS_BACKEND (jax | tensorflow | torch) picks the backend; default jax.
+# ARGS passes flags to the recipe, e.g. make train ARGS="--preset=clip_tiny_max".
+
+PYTHON ?= python3.11
+VENV := .venv
+KERAS_BACKEND ?= jax
+export KERAS_BACKEND
+
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements/base.txt requirements/test.txt requirements/constraints.txt pyproject.toml
+
+.PHONY: setup train test benchmark clean
+
+setup: $(STAMP)
+
+# The pinned stack (exact pins + the full resolved set as constraints, so pip
+# never backtracks), then the package itself, editable, without dependencies.
+$(STAMP): $(REQUIREMENTS)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -r requirements/test.txt -c requirements/constraints.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+train: setup
+	$(VENV)/bin/python recipes/pretrain.py $(ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests $(ARGS)
+
+benchmark: setup
+	$(VENV)/bin/python benchmarks/train_step.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs
