@@ -13,6 +13,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+from keras_maeclip.models import (  # noqa: E402
+    CLIPPreprocessor,
+    caption_tokenizer,
+    image_converter,
+    learn_vocabulary,
+)
+from tests.tiny import CAPTIONS  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
@@ -21,3 +29,14 @@ def _reset_keras_state():
     keras.config.set_dtype_policy("float32")
     yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def vocabulary():
+    return learn_vocabulary(CAPTIONS, 200)
+
+
+@pytest.fixture
+def preprocessor(vocabulary):
+    """The tiny models' preprocessor: 16² images, 12 tokens."""
+    return CLIPPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)

@@ -106,9 +106,8 @@ class PretrainingTask(keras_hub.models.Task):
 
     def __init__(self, metric_names=(), **kwargs):
         super().__init__(compile=False, **kwargs)
+        # Keras tracks metrics held in a dict attribute: fit resets and logs them.
         self._trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
-        for name, tracker in self._trackers.items():
-            setattr(self, f"{name}_tracker", tracker)
 
     def track(self, name, value):
         """Update the running mean of a reported metric."""

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
-from tests.models.conftest import CAPTIONS, make_clip, raw_batch
+from tests.tiny import CAPTIONS, make_clip, raw_batch
 
 
 def main(out_dir):

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from keras_maeclip.models import SPECIAL_TOKENS, caption_tokenizer, learn_vocabulary
 from keras_maeclip.models.preprocessor import IMAGENET_MEAN, IMAGENET_STD
-from tests.models.conftest import raw_batch
+from tests.tiny import raw_batch
 
 
 def np_(x):

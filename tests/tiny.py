@@ -1,15 +1,8 @@
-"""Small models and data shared by the model tests."""
+"""Small models and data shared by the model and evaluation tests."""
 
 import numpy as np
-import pytest
 
-from keras_maeclip.models import (
-    CLIP,
-    CLIPPreprocessor,
-    caption_tokenizer,
-    image_converter,
-    learn_vocabulary,
-)
+from keras_maeclip.models import CLIP
 
 CAPTIONS = [
     "a red circle on the left",
@@ -28,16 +21,6 @@ TINY = dict(
     text_encoder=dict(hidden_dim=32, num_layers=1, num_heads=2),
     embedding_dim=16,
 )
-
-
-@pytest.fixture(scope="session")
-def vocabulary():
-    return learn_vocabulary(CAPTIONS, 200)
-
-
-@pytest.fixture
-def preprocessor(vocabulary):
-    return CLIPPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)
 
 
 def make_clip(preprocessor, preset="clip_tiny_gap", **kwargs):

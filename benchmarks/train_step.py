@@ -1,0 +1,529 @@
+"""CLIP training-step throughput on the "bench-small" workload, per backend.
+
+What it measures
+----------------
+Training throughput (samples/s) of `keras_maeclip.models.CLIP` built from the
+named preset `clip_bench_small` (random init): images 128², patch 16, vision
+tower 384 wide × 6 layers × 6 heads, text tower vocabulary 30522 × 32 tokens,
+256 wide × 6 layers × 4 heads, joint embedding 256, GAP pooling, batch 64,
+float32, the default `CLIP.compile()` optimizer (AdamW with decay exclusions).
+
+Each backend (JAX, TensorFlow, PyTorch) runs in its own subprocess, because
+`KERAS_BACKEND` must be set before Keras is imported. The child trains with
+`model.fit(..., steps_per_epoch=warmup + steps, epochs=1, verbose=0)` and
+`steps_per_execution=1`, always on the same fixed, seeded random batch held
+in memory (no input pipeline, no augmentation, no tokenizer), fed as
+`tf.data.Dataset.from_tensors(batch).repeat()` on every backend: keras-hub's
+`Task.fit` turns any input into a tf.data pipeline (map + prefetch) anyway
+and does not accept Python generators.
+A Keras callback stamps `time.perf_counter()` at the end of every train
+step after converting the step's loss to a Python float, which waits for the
+step's computation (JAX dispatches asynchronously). Step time is the interval
+between consecutive step ends (so it includes Keras' per-step overhead and
+fetching the batch); the warm-up steps, which include tracing and XLA /
+graph compilation, are excluded. Reported: median step time over the timed
+steps, samples/s = batch size / median, min / max step time, and the first
+step's time (trace + compile + one step). Also an analytic count of model
+FLOPs per training sample (matmuls and attention only, backward = 2×
+forward), from which the achieved GFLOP/s follows.
+
+By default `jit_compile=True` on JAX and TensorFlow (XLA) and eager on
+PyTorch, since `torch.compile` takes very long to compile on CPU; pass
+`--torch_compile` to try `jit_compile=True` on PyTorch.
+
+How to run
+----------
+    python benchmarks/train_step.py                       # all backends
+    python benchmarks/train_step.py --backends=jax --steps=50
+    python benchmarks/train_step.py --dtype=mixed_bfloat16 --output_json=r.json
+    python benchmarks/train_step.py --steps=3 --warmup=1 --batch_size=8  # smoke
+
+The parent prints a header (machine, library versions, workload, settings),
+then a table with one row per backend, then each row as a JSON line
+(`--output_json` also writes them all to a file). A backend that fails shows
+"FAILED" in its row and its error under the table; the others still run.
+
+How long it takes
+-----------------
+On the 2-core reference machine (Intel Xeon, 2 vCPUs, 23 GiB), an idle run
+of the default settings (3 backends, 3 warm-up + 20 timed steps, batch 64,
+fp32) took about 7.7 minutes: JAX 125 s (first step 26 s), TensorFlow 241 s
+(first step 101 s: XLA compilation through TensorFlow is slow) and eager
+PyTorch 93 s. Steps are seconds long and the figures are sensitive to
+anything else running: check the min step time and the load average printed
+per backend. Figures: docs/benchmarks.md.
+"""
+
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_BACKENDS = ("jax", "tensorflow", "torch")
+_RESULT_PREFIX = "BENCH_RESULT_JSON: "
+_INPUT_METHOD = (
+    "tf.data.Dataset.from_tensors(batch).repeat() on every backend "
+    "(keras-hub Task.fit maps it and prefetches)"
+)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("backends", list(_BACKENDS), "Backends to run, in order.")
+flags.DEFINE_integer("steps", 20, "Timed training steps (after warm-up).", lower_bound=1)
+flags.DEFINE_integer(
+    "warmup", 3, "Untimed warm-up steps; the first includes compilation.", lower_bound=1
+)
+flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
+flags.DEFINE_string("preset", "clip_bench_small", "CLIP architecture preset name.")
+flags.DEFINE_enum(
+    "jit",
+    "auto",
+    ["auto", "true", "false"],
+    "jit_compile for model.compile(). auto: True on JAX and TensorFlow; on "
+    "PyTorch the value of --torch_compile. true / false: forced on every "
+    "backend (true on PyTorch means torch.compile).",
+)
+flags.DEFINE_bool(
+    "torch_compile", False, "With --jit=auto, use jit_compile=True (torch.compile) on PyTorch."
+)
+flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "mixed_bfloat16"], "Global Keras dtype policy."
+)
+flags.DEFINE_integer(
+    "threads",
+    None,
+    "Optional: pin each worker to this many CPUs (sched_setaffinity) and set "
+    "the backend's intra-op thread count. Default: leave as is.",
+    lower_bound=1,
+)
+flags.DEFINE_integer("seed", 0, "Seed for the batch and the initialisation.")
+flags.DEFINE_string("output_json", None, "Optional path: write all results as JSON.")
+flags.DEFINE_integer(
+    "timeout", 3600, "Seconds before a worker subprocess is killed.", lower_bound=1
+)
+flags.DEFINE_bool("worker", False, "Internal: run one backend in this process.")
+flags.DEFINE_enum("backend", None, list(_BACKENDS), "Internal: the worker's backend.")
+
+
+# --------------------------------------------------------------------------
+# Machine and version facts (parent; no heavy imports).
+# --------------------------------------------------------------------------
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_gib():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_facts():
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "sched_getaffinity": affinity,
+        "mem_total_gib": _mem_total_gib(),
+        "python": platform.python_version(),
+        "versions": {
+            name: _version(name)
+            for name in (
+                "keras",
+                "keras-hub",
+                "jax",
+                "jaxlib",
+                "tensorflow",
+                "torch",
+                "numpy",
+                "keras-maeclip",
+            )
+        },
+    }
+
+
+# --------------------------------------------------------------------------
+# Worker: one backend, in its own process.
+# --------------------------------------------------------------------------
+
+
+def _jit_for(backend):
+    if FLAGS.jit == "true":
+        return True
+    if FLAGS.jit == "false":
+        return False
+    return FLAGS.torch_compile if backend == "torch" else True
+
+
+def _pin_threads(n):
+    """Restrict this process to n CPUs before any backend starts its pools."""
+    cpus = sorted(os.sched_getaffinity(0))[:n]
+    os.sched_setaffinity(0, cpus)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def _backend_threads(backend, n):
+    """Apply (if n) and report the backend's intra-op thread setting."""
+    if backend == "torch":
+        import torch
+
+        if n:
+            torch.set_num_threads(n)
+        return {"torch_num_threads": torch.get_num_threads(),
+                "torch_num_interop_threads": torch.get_num_interop_threads()}
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if n:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+        return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+    return {}  # XLA:CPU sizes its pool from the CPU affinity.
+
+
+def make_batch(batch_size, image_size, sequence_length, vocabulary_size, seed):
+    """A fixed, seeded, preprocessed CLIP batch (NumPy)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(-1.0, 1.0, (batch_size, image_size, image_size, 3)).astype("float32")
+    lengths = rng.integers(sequence_length // 4, sequence_length + 1, batch_size)
+    padding_mask = (np.arange(sequence_length)[None, :] < lengths[:, None]).astype("int32")
+    token_ids = rng.integers(1, vocabulary_size, (batch_size, sequence_length)).astype("int32")
+    token_ids = token_ids * padding_mask
+    return {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
+
+
+def _tower_flops(tokens, width, layers, mlp_ratio):
+    """Forward FLOPs of `layers` pre-norm transformer blocks on `tokens` tokens."""
+    mlp = int(round(width * mlp_ratio))
+    dense = 2 * tokens * (4 * width * width + 2 * width * mlp)  # qkv+out, mlp
+    attention = 2 * 2 * tokens * tokens * width  # q·k and p·v
+    return layers * (dense + attention)
+
+
+def analytic_flops_per_sample(model, batch_size):
+    """Training FLOPs per sample: matmuls + attention, backward = 2× forward.
+
+    Ignores norms, activations, softmax, embeddings lookups and the optimizer.
+    """
+    bb = model.backbone
+    img, txt = bb.image_encoder, bb.text_encoder
+    tokens = img.num_patches + (1 if img.use_class_token else 0)
+    forward = 2 * img.num_patches * img.patch_size**2 * img.num_channels * img.hidden_dim
+    forward += _tower_flops(tokens, img.hidden_dim, img.num_layers, img.mlp_ratio)
+    forward += _tower_flops(txt.sequence_length, txt.hidden_dim, txt.num_layers, txt.mlp_ratio)
+    embed = bb.embedding_dim
+    forward += 2 * (img.hidden_dim + txt.hidden_dim) * embed  # projections
+    forward += 2 * batch_size * embed  # this sample's row of the logits
+    return 3 * forward
+
+
+def run_worker(backend):
+    """Build, compile and time the model; return a result dict."""
+    if FLAGS.threads:
+        _pin_threads(FLAGS.threads)
+    result = {
+        "backend": backend,
+        "jit_compile": _jit_for(backend),
+        "input": _INPUT_METHOD,
+        "dtype": FLAGS.dtype,
+        "batch_size": FLAGS.batch_size,
+        "warmup": FLAGS.warmup,
+        "steps": FLAGS.steps,
+        "preset": FLAGS.preset,
+        "affinity": sorted(os.sched_getaffinity(0)),
+        "loadavg_start": os.getloadavg(),
+    }
+    t_import = time.perf_counter()
+    import keras
+    import numpy as np
+
+    from keras_maeclip.models import CLIP
+
+    assert keras.backend.backend() == backend, keras.backend.backend()
+    result["threads"] = _backend_threads(backend, FLAGS.threads)
+    result["import_s"] = time.perf_counter() - t_import
+
+    keras.utils.set_random_seed(FLAGS.seed)
+    keras.config.set_dtype_policy(FLAGS.dtype)
+    t_build = time.perf_counter()
+    model = CLIP.from_preset(FLAGS.preset, compile=False)
+    if model.preprocessor is not None:
+        raise ValueError(f"Preset {FLAGS.preset!r} has a preprocessor; expected none.")
+    model.compile(jit_compile=result["jit_compile"], steps_per_execution=1)
+    result["build_s"] = time.perf_counter() - t_build
+    result["params"] = int(model.count_params())
+    result["flops_per_sample"] = analytic_flops_per_sample(model, FLAGS.batch_size)
+
+    img, txt = model.backbone.image_encoder, model.backbone.text_encoder
+    batch = make_batch(
+        FLAGS.batch_size, img.image_size, txt.sequence_length, txt.vocabulary_size, FLAGS.seed
+    )
+    # keras-hub's Task.fit converts any input to a tf.data pipeline (and
+    # rejects Python generators), so the batch goes through tf.data on every
+    # backend, as it does in real training.
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensors(batch).repeat()
+
+    class StepTimer(keras.callbacks.Callback):
+        """Stamps each step's end once its loss has been computed."""
+
+        def __init__(self):
+            super().__init__()
+            self.begin = []
+            self.end = []
+            self.losses = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.begin.append(time.perf_counter())
+
+        def on_train_batch_end(self, batch, logs=None):
+            # float() blocks until the step's computation is done.
+            self.losses.append(float(np.asarray(logs["loss"])))
+            self.end.append(time.perf_counter())
+
+    timer = StepTimer()
+    total = FLAGS.warmup + FLAGS.steps
+    t_fit = time.perf_counter()
+    model.fit(data, steps_per_epoch=total, epochs=1, verbose=0, callbacks=[timer])
+    result["fit_s"] = time.perf_counter() - t_fit
+    if len(timer.end) != total:
+        raise RuntimeError(f"Recorded {len(timer.end)} steps, expected {total}.")
+
+    step_times = [timer.end[i] - timer.end[i - 1] for i in range(FLAGS.warmup, total)]
+    median = statistics.median(step_times)
+    result.update(
+        {
+            "first_step_s": timer.end[0] - t_fit,
+            "warmup_step_s": [timer.end[0] - t_fit]
+            + [timer.end[i] - timer.end[i - 1] for i in range(1, FLAGS.warmup)],
+            "step_times_s": step_times,
+            "median_step_s": median,
+            "mean_step_s": statistics.fmean(step_times),
+            "min_step_s": min(step_times),
+            "max_step_s": max(step_times),
+            "samples_per_s": FLAGS.batch_size / median,
+            "gflops_per_s": result["flops_per_sample"] * FLAGS.batch_size / median / 1e9,
+            "loss_first": timer.losses[0],
+            "loss_last": timer.losses[-1],
+            "loadavg_end": os.getloadavg(),
+        }
+    )
+    if not all(np.isfinite(timer.losses)):
+        result["warning"] = "non-finite loss"
+    try:
+        import resource
+
+        result["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except ImportError:
+        pass
+    return result
+
+
+def worker_main(backend):
+    if os.environ.get("KERAS_BACKEND") != backend:
+        raise SystemExit(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}, expected {backend!r}")
+    try:
+        result = run_worker(backend)
+        result["ok"] = True
+    except Exception as e:  # noqa: BLE001 - reported to the parent.
+        import traceback
+
+        traceback.print_exc()
+        result = {"backend": backend, "ok": False, "error": f"{type(e).__name__}: {e}"}
+    sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0 if result["ok"] else 1
+
+
+# --------------------------------------------------------------------------
+# Parent: spawn one worker per backend, collect, print.
+# --------------------------------------------------------------------------
+
+
+def _worker_command(backend):
+    args = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        f"--backend={backend}",
+        f"--steps={FLAGS.steps}",
+        f"--warmup={FLAGS.warmup}",
+        f"--batch_size={FLAGS.batch_size}",
+        f"--preset={FLAGS.preset}",
+        f"--jit={FLAGS.jit}",
+        f"--torch_compile={FLAGS.torch_compile}",
+        f"--dtype={FLAGS.dtype}",
+        f"--seed={FLAGS.seed}",
+    ]
+    if FLAGS.threads:
+        args.append(f"--threads={FLAGS.threads}")
+    return args
+
+
+def run_backend(backend):
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            _worker_command(backend),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=FLAGS.timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"backend": backend, "ok": False,
+                "error": f"timed out after {FLAGS.timeout} s",
+                "wall_s": time.perf_counter() - start}
+    wall = time.perf_counter() - start
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith(_RESULT_PREFIX):
+            result = json.loads(line[len(_RESULT_PREFIX):])
+    if result is None:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] or ["(no stderr)"]
+        result = {"backend": backend, "ok": False,
+                  "error": f"worker exited with code {proc.returncode}: {tail[0]}"}
+    if not result.get("ok"):
+        sys.stderr.write(f"--- {backend} worker stderr (tail) ---\n")
+        sys.stderr.write("\n".join((proc.stderr or "").splitlines()[-30:]) + "\n")
+    result["wall_s"] = wall
+    return result
+
+
+def _fmt_table(rows):
+    header = ["backend", "jit", "median step (s)", "samples/s", "min / max (s)",
+              "compile/first step (s)", "GFLOP/s"]
+    lines = []
+    for r in rows:
+        if r.get("ok"):
+            lines.append([
+                r["backend"],
+                str(r["jit_compile"]),
+                f"{r['median_step_s']:.3f}",
+                f"{r['samples_per_s']:.1f}",
+                f"{r['min_step_s']:.3f} / {r['max_step_s']:.3f}",
+                f"{r['first_step_s']:.1f}",
+                f"{r['gflops_per_s']:.0f}",
+            ])
+        else:
+            lines.append([r["backend"], str(r.get("jit_compile", "-")), "FAILED (see below)",
+                          "-", "-", "-", "-"])
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    out = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [fmt(l) for l in lines]
+    return "\n".join(out)
+
+
+def parent_main():
+    unknown = [b for b in FLAGS.backends if b not in _BACKENDS]
+    if unknown:
+        raise app.UsageError(f"Unknown backends {unknown}; choose from {_BACKENDS}.")
+    facts = machine_facts()
+    v = facts["versions"]
+    print("# CLIP train-step benchmark (keras_maeclip)")
+    print(f"date:      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"platform:  {facts['platform']}")
+    print(f"cpu:       {facts['cpu_model']}; os.cpu_count()={facts['cpu_count']}; "
+          f"sched_getaffinity={facts['sched_getaffinity']}; RAM {facts['mem_total_gib']} GiB")
+    print(f"load avg:  {os.getloadavg()}")
+    print(f"python:    {facts['python']}")
+    print("versions:  " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    print(f"workload:  preset {FLAGS.preset!r} (bench-small: image 128², patch 16, vision "
+          f"384×6 layers×6 heads, text vocab 30522 × 32 tokens, 256×6 layers×4 heads, "
+          f"embed 256, GAP pooling), default CLIP.compile() AdamW")
+    print(f"settings:  batch {FLAGS.batch_size}, dtype {FLAGS.dtype}, warm-up {FLAGS.warmup} "
+          f"+ timed {FLAGS.steps} steps, steps_per_execution=1, jit={FLAGS.jit}"
+          f"{' (torch_compile)' if FLAGS.torch_compile else ''}, "
+          f"threads={FLAGS.threads or 'default'}, seed {FLAGS.seed}")
+    print(f"input:     one fixed seeded random batch from memory, reused every step: "
+          f"{_INPUT_METHOD}")
+    print("timing:    interval between consecutive step ends (float(loss) in "
+          "on_train_batch_end forces a sync); median over timed steps; samples/s = "
+          "batch / median; first step = fit() start to end of step 1 (trace+compile)")
+    sys.stdout.flush()
+
+    rows = []
+    for backend in FLAGS.backends:
+        sys.stderr.write(f"[train_step] running {backend} ...\n")
+        sys.stderr.flush()
+        r = run_backend(backend)
+        sys.stderr.write(f"[train_step] {backend}: "
+                         f"{'ok' if r.get('ok') else 'FAILED'} in {r['wall_s']:.0f} s\n")
+        sys.stderr.flush()
+        rows.append(r)
+
+    print()
+    print(_fmt_table(rows))
+    print()
+    for r in rows:
+        if r.get("ok"):
+            print(f"{r['backend']}: params {r['params']:,}, "
+                  f"{r['flops_per_sample'] / 1e9:.2f} GFLOP/sample (analytic), "
+                  f"mean step {r['mean_step_s']:.3f} s, loss {r['loss_first']:.3f} -> "
+                  f"{r['loss_last']:.3f}, max RSS {r.get('max_rss_gib', 0):.1f} GiB, "
+                  f"threads {r['threads'] or 'XLA default'}, "
+                  f"load avg {r['loadavg_start'][0]:.2f} -> {r['loadavg_end'][0]:.2f}, "
+                  f"worker wall {r['wall_s']:.0f} s")
+        else:
+            print(f"{r['backend']}: FAILED: {r.get('error', '?')}")
+    print()
+    for r in rows:
+        print(json.dumps(r))
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump({"machine": facts, "flags": {
+                "backends": FLAGS.backends, "steps": FLAGS.steps, "warmup": FLAGS.warmup,
+                "batch_size": FLAGS.batch_size, "preset": FLAGS.preset, "jit": FLAGS.jit,
+                "torch_compile": FLAGS.torch_compile, "dtype": FLAGS.dtype,
+                "threads": FLAGS.threads, "seed": FLAGS.seed,
+            }, "results": rows}, f, indent=2)
+    return 0 if all(r.get("ok") for r in rows) else 1
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.worker:
+        if FLAGS.backend is None:
+            raise app.UsageError("--worker needs --backend.")
+        return worker_main(FLAGS.backend)
+    return parent_main()
+
+
+if __name__ == "__main__":
+    app.run(main)
