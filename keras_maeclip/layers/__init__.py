@@ -1,6 +1,13 @@
 """Building blocks written in `keras.ops` only (no backend imports)."""
 
 from keras_maeclip.layers.class_token import ClassToken
+from keras_maeclip.layers.masking import (
+    mask_by_scores,
+    num_kept,
+    random_masking,
+    similarity_masking,
+    text_masking,
+)
 from keras_maeclip.layers.patching import PatchEmbedding, patchify, unpatchify
 from keras_maeclip.layers.pooling import POOLING_MODES, TokenPooling
 from keras_maeclip.layers.position import (
@@ -15,8 +22,13 @@ __all__ = [
     "POOLING_MODES",
     "SinCosPositionEncoding2D",
     "TokenPooling",
+    "mask_by_scores",
+    "num_kept",
     "patchify",
+    "random_masking",
     "sincos_1d",
+    "similarity_masking",
     "sincos_2d",
+    "text_masking",
     "unpatchify",
 ]

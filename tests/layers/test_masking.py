@@ -1,0 +1,121 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_maeclip.layers import (
+    mask_by_scores,
+    num_kept,
+    random_masking,
+    similarity_masking,
+    text_masking,
+)
+
+
+def to_np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+TOKENS = np.random.default_rng(0).normal(size=(3, 16, 4)).astype("float32")
+
+
+@pytest.mark.parametrize("ratio,keep", [(0.75, 4), (0.5, 8), (0.0, 16), (0.9, 2)])
+def test_random_masking_keeps_exactly_the_stated_count(ratio, keep):
+    assert num_kept(16, ratio) == keep
+    out = random_masking(TOKENS, ratio, seed=3)
+    assert out["kept"].shape == (3, keep, 4)
+    mask = to_np(out["mask"])
+    np.testing.assert_array_equal(mask.sum(1), [16 - keep] * 3)
+    # Kept tokens are the rows of the original at the unmasked positions.
+    ids_keep = to_np(out["ids_keep"])
+    for b in range(3):
+        assert set(ids_keep[b]) == set(np.flatnonzero(mask[b] == 0))
+        np.testing.assert_array_equal(to_np(out["kept"])[b], TOKENS[b, ids_keep[b]])
+
+
+def test_restore_indices_invert_the_shuffle():
+    out = random_masking(TOKENS, 0.75, seed=5)
+    ids_restore = to_np(out["ids_restore"])
+    kept = to_np(out["kept"])
+    mask_token = np.full((3, 12, 4), 99.0, "float32")
+    full = np.concatenate([kept, mask_token], axis=1)
+    restored = np.take_along_axis(full, ids_restore[..., None], axis=1)
+    mask = to_np(out["mask"])[..., None]
+    np.testing.assert_array_equal(np.where(mask == 0, restored, 0), np.where(mask == 0, TOKENS, 0))
+    np.testing.assert_array_equal(restored[np.broadcast_to(mask == 1, restored.shape)], 99.0)
+
+
+def test_random_masking_is_seeded_and_varies_with_a_generator():
+    a = to_np(random_masking(TOKENS, 0.5, seed=1)["mask"])
+    b = to_np(random_masking(TOKENS, 0.5, seed=1)["mask"])
+    np.testing.assert_array_equal(a, b)
+    generator = keras.random.SeedGenerator(0)
+    c = to_np(random_masking(TOKENS, 0.5, seed=generator)["mask"])
+    d = to_np(random_masking(TOKENS, 0.5, seed=generator)["mask"])
+    assert not np.array_equal(c, d)
+
+
+def test_mask_by_scores_keeps_lowest_scores():
+    scores = np.array([[0.9, 0.1, 0.5, 0.3]], "float32")
+    out = mask_by_scores(TOKENS[:1, :4], scores, 2)
+    np.testing.assert_array_equal(to_np(out["mask"]), [[1, 0, 1, 0]])
+    np.testing.assert_array_equal(to_np(out["ids_keep"]), [[1, 3]])
+
+
+def _masking_frequency(similar_scale, temperature, trials=200):
+    """How often each of 16 patches is masked; patch 0..3 are caption-like."""
+    rng = np.random.default_rng(0)
+    text = rng.normal(size=(1, 8)).astype("float32")
+    patches = rng.normal(size=(1, 16, 8)).astype("float32")
+    patches[:, :4] += similar_scale * text[:, None]
+    batch = np.repeat(patches, trials, 0)
+    out = similarity_masking(
+        np.repeat(TOKENS[:1], trials, 0), batch, np.repeat(text, trials, 0), 0.75,
+        temperature=temperature, seed=11,
+    )
+    return to_np(out["mask"]).mean(0)
+
+
+def test_similarity_masking_prefers_caption_like_patches():
+    freq = _masking_frequency(similar_scale=3.0, temperature=0.1)
+    # 12 of 16 patches are masked (75 %); the 4 similar ones almost always.
+    assert freq[:4].mean() > 0.95
+    assert freq[:4].mean() > freq[4:].mean() + 0.2
+    np.testing.assert_allclose(freq.sum(), 12.0)
+
+
+def test_similarity_masking_is_uniform_on_flat_scores():
+    trials = 400
+    flat = np.ones((trials, 16, 8), "float32")
+    text = np.ones((trials, 8), "float32")
+    out = similarity_masking(np.repeat(TOKENS[:1], trials, 0), flat, text, 0.75, seed=2)
+    freq = to_np(out["mask"]).mean(0)
+    # Binomial(400, 0.75) per patch: 4 standard deviations ≈ 0.087.
+    np.testing.assert_allclose(freq, 0.75, atol=0.087)
+    np.testing.assert_allclose(to_np(out["similarity"]), 1.0, atol=1e-5)
+
+
+def test_similarity_masking_rejects_bad_temperature():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        similarity_masking(TOKENS, TOKENS, TOKENS[:, 0], 0.5, temperature=0.0)
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\)"):
+        random_masking(TOKENS, 1.0)
+
+
+def test_text_masking_never_touches_padding_or_special_tokens():
+    cls, sep, mask_id = 2, 3, 4
+    ids = np.array(
+        [[cls, 10, 11, 12, 13, 14, 15, 16, 17, sep, 0, 0],
+         [cls, 20, 21, sep, 0, 0, 0, 0, 0, 0, 0, 0],
+         [cls, sep, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]],
+        "int32",
+    )
+    padding = (ids != 0).astype("int32")
+    for seed in range(5):
+        out = text_masking(ids, padding, 0.5, mask_id, special_token_ids=(cls, sep), seed=seed)
+        mask = to_np(out["mask"]).astype(bool)
+        np.testing.assert_array_equal(mask.sum(1), [4, 1, 0])  # round(0.5 * n)
+        assert not mask[ids == 0].any() and not mask[ids == cls].any() and not mask[ids == sep].any()
+        masked_ids = to_np(out["token_ids"])
+        np.testing.assert_array_equal(masked_ids[mask], mask_id)
+        np.testing.assert_array_equal(masked_ids[~mask], ids[~mask])
+        np.testing.assert_array_equal(to_np(out["targets"]), ids)
