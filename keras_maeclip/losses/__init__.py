@@ -7,6 +7,11 @@ from keras_maeclip.losses.contrastive import (
     contrastive_loss,
     l2_normalize,
 )
+from keras_maeclip.losses.reconstruction import (
+    patch_targets,
+    pixel_reconstruction_loss,
+    token_reconstruction_loss,
+)
 
 __all__ = [
     "ContrastiveLoss",
@@ -14,4 +19,7 @@ __all__ = [
     "contrastive_logits",
     "contrastive_loss",
     "l2_normalize",
+    "patch_targets",
+    "pixel_reconstruction_loss",
+    "token_reconstruction_loss",
 ]
