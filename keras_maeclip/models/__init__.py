@@ -2,6 +2,7 @@
 
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.preprocessor import CLIPPreprocessor, image_converter
 from keras_maeclip.models.presets import list_presets, preset_config
 from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
@@ -17,6 +18,7 @@ __all__ = [
     "CLIP",
     "CLIPBackbone",
     "CLIPPreprocessor",
+    "CrossModalDecoder",
     "PretrainingTask",
     "SPECIAL_TOKENS",
     "TextEncoder",
