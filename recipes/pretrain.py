@@ -38,6 +38,8 @@ flags.DEFINE_float("weight_decay", 0.1, "AdamW weight decay (matrices only).")
 flags.DEFINE_integer("warmup_steps", 50, "Linear warm-up steps before cosine decay.")
 flags.DEFINE_integer("vocabulary_size", 1000, "Upper bound on the learned WordPiece vocabulary.")
 flags.DEFINE_integer("sequence_length", None, "Override the preset's caption length.")
+flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive negatives before global ones (0: global throughout).")
+flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: batch_size // 2 when local steps are asked for).")
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and held-out split.")
 flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>).")
 
@@ -139,8 +141,14 @@ def main(argv):
         preprocessor = CLIPPreprocessor(
             tokenizer, image_converter(image_size), sequence_length=sequence_length
         )
+        schedule = {}
+        if FLAGS.local_negative_steps:
+            schedule = dict(
+                local_steps=FLAGS.local_negative_steps,
+                local_batch_size=FLAGS.local_batch_size or FLAGS.batch_size // 2,
+            )
         model = CLIP.from_preset(
-            FLAGS.preset, preprocessor=preprocessor, image_size=image_size
+            FLAGS.preset, preprocessor=preprocessor, image_size=image_size, **schedule
         )
     model.compile(
         learning_rate=FLAGS.learning_rate,

@@ -1,5 +1,6 @@
 """Zero-shot classification: class names × prompt templates → text classifier."""
 
+import keras
 import numpy as np
 
 
@@ -79,24 +80,23 @@ def embed_images(model, images, batch_size=256):
 
     Args:
         model: a `CLIP` with a preprocessor.
-        images: uint8/float array `(n, H, W, 3)` or a `tf.data.Dataset` of
-            such batches.
-        batch_size: int.
+        images: uint8/float array `(n, H, W, 3)`, or a `tf.data.Dataset` of
+            such batches (the preprocessor is then mapped over it).
+        batch_size: int, images per forward pass for an array.
 
     Returns:
         float32 array `(n, dim)`.
     """
     if model.preprocessor is None:
         raise ValueError("embed_images needs model.preprocessor to resize/normalise.")
-    import tensorflow as tf  # tf.data glue only; the model runs on any backend.
-
-    if not isinstance(images, tf.data.Dataset):
-        images = tf.data.Dataset.from_tensor_slices(images).batch(batch_size)
-    images = images.map(
-        lambda x: model.preprocessor({"images": x})["images"],
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return np.asarray(model.backbone.image_embedder().predict(images, verbose=0), np.float32)
+    embedder = model.backbone.image_embedder()
+    if hasattr(images, "map"):  # a tf.data.Dataset of image batches
+        data = images.map(lambda x: model.preprocessor({"images": x})["images"])
+        out = embedder.predict(data, verbose=0)
+    else:
+        pixels = model.preprocessor({"images": np.asarray(images)})["images"]
+        out = embedder.predict(keras.ops.convert_to_numpy(pixels), batch_size=batch_size, verbose=0)
+    return np.asarray(out, np.float32)
 
 
 def embed_texts(model, captions, batch_size=256):

@@ -144,9 +144,23 @@ class ContrastiveLoss(keras.layers.Layer):
     `ln(1/0.07)` and clamped to `ln(100)` by a `MaxValue` constraint that the
     optimizer applies after every update (no hand-written clipping step).
 
+    With `local_steps=N`, the first `N` training steps use local negatives
+    (blocks of `local_batch_size`) and later ones global negatives (the
+    paper's schedule, N = 10,000). The switch happens inside the traced step:
+    both losses are computed and one is selected by comparing a step counter
+    with `N` (no retracing, no Python branch). The counter, `steps_seen`, is
+    a non-trainable variable incremented by each training call; it equals
+    the optimizer's iteration count under `fit` (a test checks it) and is
+    saved with the weights. It is kept here rather than read from
+    `optimizer.iterations` because JAX's stateless train step does not hand
+    the optimizer's traced state to `compute_loss`.
+
     Args:
         negatives: `"global"` or `"local"`. Defaults to `"global"`.
-        local_batch_size: int or `None`. Block size for `"local"`.
+        local_batch_size: int or `None`. Block size for `"local"` and for
+            the local phase of `local_steps`.
+        local_steps: int or `None`. Training steps with local negatives
+            before switching to global ones; needs `negatives="global"`.
         init_logit_scale: float. Initial value of the log-scale, defaults to
             `ln(1 / 0.07)`.
         max_logit_scale: float. Clamp on the log-scale, defaults to
@@ -157,7 +171,8 @@ class ContrastiveLoss(keras.layers.Layer):
         image_embeddings, text_embeddings: `(batch, dim)`, L2-normalised.
 
     Returns:
-        The dict of `contrastive_loss` plus `logit_scale` (the multiplier).
+        The dict of `contrastive_loss` plus `logit_scale` (the multiplier)
+        and `uses_local_negatives` (1.0 while negatives are local).
 
     Example:
     >>> layer = ContrastiveLoss()
@@ -172,6 +187,7 @@ class ContrastiveLoss(keras.layers.Layer):
         self,
         negatives="global",
         local_batch_size=None,
+        local_steps=None,
         init_logit_scale=math.log(1 / 0.07),
         max_logit_scale=math.log(100.0),
         **kwargs,
@@ -180,8 +196,15 @@ class ContrastiveLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         if negatives not in NEGATIVES:
             raise ValueError(f"negatives={negatives!r}; use one of {NEGATIVES}.")
+        if local_steps is not None and (negatives != "global" or not local_batch_size):
+            raise ValueError(
+                "local_steps switches from local to global negatives: use it with "
+                f"negatives='global' and a local_batch_size; got negatives={negatives!r}, "
+                f"local_batch_size={local_batch_size!r}."
+            )
         self.negatives = negatives
         self.local_batch_size = local_batch_size
+        self.local_steps = local_steps
         self.init_logit_scale = float(init_logit_scale)
         self.max_logit_scale = float(max_logit_scale)
 
@@ -193,27 +216,43 @@ class ContrastiveLoss(keras.layers.Layer):
             constraint=MaxValue(self.max_logit_scale),
             dtype="float32",
         )
+        self.steps_seen = self.add_weight(
+            name="steps_seen", shape=(), initializer="zeros", dtype="int32", trainable=False
+        )
         self.built = True
 
     @property
     def logit_scale(self):
         return ops.exp(ops.cast(self.log_logit_scale, "float32"))
 
-    def call(self, image_embeddings, text_embeddings):
+    def call(self, image_embeddings, text_embeddings, training=False):
         scale = self.logit_scale
-        out = contrastive_loss(
-            image_embeddings,
-            text_embeddings,
-            scale,
-            negatives=self.negatives,
-            local_batch_size=self.local_batch_size,
-        )
+        args = (image_embeddings, text_embeddings, scale)
+        if self.local_steps is None:
+            out = contrastive_loss(
+                *args, negatives=self.negatives, local_batch_size=self.local_batch_size
+            )
+            out["uses_local_negatives"] = ops.cast(self.negatives == "local", "float32")
+        else:
+            local = contrastive_loss(*args, "local", self.local_batch_size)
+            glob = contrastive_loss(*args, "global")
+            use_local = ops.less(self.steps_seen, self.local_steps)
+            out = {key: ops.where(use_local, local[key], glob[key]) for key in local}
+            out["uses_local_negatives"] = ops.cast(use_local, "float32")
+        if training:
+            self.steps_seen.assign(self.steps_seen + 1)
         out["logit_scale"] = scale
         return out
 
     def compute_output_spec(self, image_embeddings, text_embeddings):
         scalar = keras.KerasTensor((), dtype="float32")
-        names = ("loss", "image_to_text_accuracy", "text_to_image_accuracy", "logit_scale")
+        names = (
+            "loss",
+            "image_to_text_accuracy",
+            "text_to_image_accuracy",
+            "logit_scale",
+            "uses_local_negatives",
+        )
         return {name: scalar for name in names}
 
     def get_config(self):
@@ -222,6 +261,7 @@ class ContrastiveLoss(keras.layers.Layer):
             {
                 "negatives": self.negatives,
                 "local_batch_size": self.local_batch_size,
+                "local_steps": self.local_steps,
                 "init_logit_scale": self.init_logit_scale,
                 "max_logit_scale": self.max_logit_scale,
             }

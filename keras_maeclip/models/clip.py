@@ -14,6 +14,7 @@ from keras_maeclip.models.presets import is_directory_preset
 _METRICS = (
     "contrastive_loss",
     "logit_scale",
+    "uses_local_negatives",
     "image_to_text_accuracy",
     "text_to_image_accuracy",
 )
@@ -26,7 +27,8 @@ class CLIP(PretrainingTask):
     A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
     symmetric InfoNCE loss with a learned temperature. `fit` trains it
     through the `compute_loss` override on every backend; the logs report
-    `loss` (total), `contrastive_loss`, `logit_scale` and the in-batch
+    `loss` (total), `contrastive_loss`, `logit_scale`, `uses_local_negatives`
+    (share of the epoch's steps with local negatives) and the in-batch
     top-1 `image_to_text_accuracy` / `text_to_image_accuracy`.
 
     Args:
@@ -37,6 +39,8 @@ class CLIP(PretrainingTask):
             (negatives only inside blocks of `local_batch_size`). Defaults
             to `"global"`.
         local_batch_size: int or `None`, the block size for `"local"`.
+        local_steps: int or `None`. With `negatives="global"`, use local
+            negatives for this many training steps first (paper: 10,000).
         init_logit_scale: float, initial log-temperature scale, `ln(1/0.07)`.
         max_logit_scale: float, clamp of the log-scale, `ln(100)`.
         compile: bool. Compile with the defaults of `compile()`.
@@ -61,6 +65,7 @@ class CLIP(PretrainingTask):
         preprocessor=None,
         negatives="global",
         local_batch_size=None,
+        local_steps=None,
         init_logit_scale=math.log(1 / 0.07),
         max_logit_scale=math.log(100.0),
         compile=True,
@@ -73,6 +78,7 @@ class CLIP(PretrainingTask):
         self.contrastive = ContrastiveLoss(
             negatives=negatives,
             local_batch_size=local_batch_size,
+            local_steps=local_steps,
             init_logit_scale=init_logit_scale,
             max_logit_scale=max_logit_scale,
             name="contrastive",
@@ -95,9 +101,12 @@ class CLIP(PretrainingTask):
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        out = self.contrastive(y_pred["image_embeddings"], y_pred["text_embeddings"])
+        out = self.contrastive(
+            y_pred["image_embeddings"], y_pred["text_embeddings"], training=training
+        )
         self.track("contrastive_loss", out["loss"])
         self.track("logit_scale", out["logit_scale"])
+        self.track("uses_local_negatives", out["uses_local_negatives"])
         self.track("image_to_text_accuracy", out["image_to_text_accuracy"])
         self.track("text_to_image_accuracy", out["text_to_image_accuracy"])
         return out["loss"] + self.regularization_loss()
@@ -108,6 +117,7 @@ class CLIP(PretrainingTask):
             {
                 "negatives": self.contrastive.negatives,
                 "local_batch_size": self.contrastive.local_batch_size,
+                "local_steps": self.contrastive.local_steps,
                 "init_logit_scale": self.contrastive.init_logit_scale,
                 "max_logit_scale": self.contrastive.max_logit_scale,
             }
@@ -136,7 +146,7 @@ class CLIP(PretrainingTask):
         """
         if is_directory_preset(preset):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        task_keys = ("preprocessor", "negatives", "local_batch_size",
+        task_keys = ("preprocessor", "negatives", "local_batch_size", "local_steps",
                      "init_logit_scale", "max_logit_scale", "compile", "name")
         task_kwargs = {k: kwargs.pop(k) for k in task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")

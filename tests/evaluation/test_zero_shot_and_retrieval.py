@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_maeclip.evaluation import (
     embed_images,
@@ -62,8 +63,11 @@ def test_classifier_averages_prompt_embeddings(preprocessor):
     np.testing.assert_allclose(np.linalg.norm(classifier, axis=1), 1.0, atol=1e-5)
     prompts = embed_texts(model, ["a square.", "a red square."])
     np.testing.assert_allclose(classifier[1], unit(prompts.mean(0, keepdims=True))[0], atol=1e-5)
-    images = embed_images(model, raw_batch(5)["images"], batch_size=2)
+    raw = raw_batch(5)["images"]
+    images = embed_images(model, raw, batch_size=2)
     assert images.shape == (5, 16)
+    from_dataset = embed_images(model, tf.data.Dataset.from_tensor_slices(raw).batch(2))
+    np.testing.assert_allclose(from_dataset, images, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
     scores = zero_shot_accuracy(images, np.zeros(5, int), classifier, top_k=(1,))
     assert 0.0 <= scores["top1"] <= 1.0

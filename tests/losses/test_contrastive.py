@@ -103,3 +103,25 @@ def test_config_round_trip():
     clone = ContrastiveLoss.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert MaxValue.from_config(MaxValue(2.0).get_config()).max_value == 2.0
+
+
+def test_local_then_global_schedule_switches_at_step_n():
+    layer = ContrastiveLoss(local_batch_size=4, local_steps=2)
+    layer.build()
+    img, txt = unit(8, 4, 6), unit(8, 4, 7)
+    local = numpy_info_nce(img, txt, 1 / 0.07, 4)[0]
+    glob = numpy_info_nce(img, txt, 1 / 0.07, 8)[0]
+    assert float(layer(img, txt)["loss"]) == pytest.approx(local, rel=1e-5)  # eval: no step
+    outs = [layer(img, txt, training=True) for _ in range(4)]
+    losses = [float(o["loss"]) for o in outs]
+    assert losses[:2] == pytest.approx([local, local], rel=1e-5)
+    assert losses[2:] == pytest.approx([glob, glob], rel=1e-5)
+    assert [float(o["uses_local_negatives"]) for o in outs] == [1.0, 1.0, 0.0, 0.0]
+    assert int(keras.ops.convert_to_numpy(layer.steps_seen)) == 4
+
+
+def test_schedule_needs_global_mode_and_a_block_size():
+    with pytest.raises(ValueError, match="local_steps switches from local to global"):
+        ContrastiveLoss(negatives="local", local_batch_size=4, local_steps=10)
+    with pytest.raises(ValueError, match="local_batch_size=None"):
+        ContrastiveLoss(local_steps=10)

@@ -32,6 +32,7 @@ def test_fit_decreases_loss_and_reports_every_metric(preprocessor):
         "loss",
         "contrastive_loss",
         "logit_scale",
+        "uses_local_negatives",
         "image_to_text_accuracy",
         "text_to_image_accuracy",
     }
@@ -53,6 +54,22 @@ def test_local_negatives_train_and_use_per_block_negatives(preprocessor):
     data = tf.data.Dataset.from_tensors(raw_batch(8)).repeat()
     history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0).history
     assert np.isfinite(history["loss"][0])
+
+
+def test_local_to_global_schedule_follows_the_optimizer_steps_under_fit(preprocessor):
+    model = make_clip(preprocessor, local_batch_size=4, local_steps=3)
+    data = tf.data.Dataset.from_tensors(raw_batch(8)).repeat()
+    history = model.fit(data, steps_per_epoch=2, epochs=3, verbose=0).history
+    # Steps 0-2 local, 3-5 global: per-epoch shares 1, 1/2, 0.
+    assert history["uses_local_negatives"] == pytest.approx([1.0, 0.5, 0.0])
+    steps = int(to_np(model.contrastive.steps_seen))
+    assert steps == int(to_np(model.optimizer.iterations)) == 6
+    inputs = preprocessor(raw_batch(8))
+    y_pred = model(inputs)
+    img, txt = (to_np(y_pred[k]) for k in ("image_embeddings", "text_embeddings"))
+    scale = float(to_np(model.contrastive.logit_scale))
+    expected = numpy_info_nce(img, txt, scale, block=8)[0]
+    assert float(model.compute_loss(y_pred=y_pred, training=False)) == pytest.approx(expected, rel=1e-4)
 
 
 def test_compile_defaults_exclude_the_right_variables_from_decay(preprocessor):
