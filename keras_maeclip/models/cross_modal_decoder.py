@@ -4,7 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_maeclip.layers.position import sincos_2d
+from keras_maeclip.layers.position import SinCosPositionEncoding2D
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 
@@ -103,6 +103,7 @@ class CrossModalDecoder(keras.layers.Layer):
 
         dense = dict(dtype=self.dtype_policy)
         self.image_projection = keras.layers.Dense(hidden_dim, name="image_projection", **dense)
+        self.position_encoding = SinCosPositionEncoding2D(grid, name="position_encoding", **dense)
         self.blocks = [
             keras_hub.layers.TransformerEncoder(
                 intermediate_dim=int(round(hidden_dim * mlp_ratio)),
@@ -137,6 +138,7 @@ class CrossModalDecoder(keras.layers.Layer):
             name="type_embedding", shape=(2, self.hidden_dim), initializer=init)
         self.image_projection.build(image_tokens_shape)
         width = self.hidden_dim
+        self.position_encoding.build((None, self.num_patches, width))
         for block in self.blocks:
             block.build((None, None, width))
         self.final_norm.build((None, None, width))
@@ -160,8 +162,7 @@ class CrossModalDecoder(keras.layers.Layer):
         x = ops.concatenate([x, fill], axis=1)
         index = ops.broadcast_to(ops.expand_dims(ids_restore, -1), ops.shape(x))
         x = ops.take_along_axis(x, index, axis=1)
-        positions = sincos_2d(self.hidden_dim, self.grid_size)
-        return x + ops.cast(positions[None] + self.type_embedding[0], x.dtype)
+        return self.position_encoding(x) + ops.cast(self.type_embedding[0], x.dtype)
 
     def call(self, image_tokens, ids_restore, text_tokens=None, text_mask=None, padding_mask=None):
         x = self.assemble_image_tokens(image_tokens, ids_restore)
