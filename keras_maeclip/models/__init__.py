@@ -3,6 +3,7 @@
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
+from keras_maeclip.models.mae import MAE
 from keras_maeclip.models.preprocessor import CLIPPreprocessor, image_converter
 from keras_maeclip.models.presets import list_presets, preset_config
 from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
@@ -19,6 +20,7 @@ __all__ = [
     "CLIPBackbone",
     "CLIPPreprocessor",
     "CrossModalDecoder",
+    "MAE",
     "PretrainingTask",
     "SPECIAL_TOKENS",
     "TextEncoder",

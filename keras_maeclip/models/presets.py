@@ -12,6 +12,7 @@ import os
 from keras_hub.src.utils.preset_utils import register_presets
 
 from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.vit_encoder import ViTEncoder
 
@@ -68,6 +69,29 @@ CLIP_PRESETS["clip_bench_small"] = _preset(
 
 register_presets(CLIP_PRESETS, CLIPBackbone)
 
+# MAE: an image tower and an image-only decoder (MAE's 512 wide × 8 blocks).
+MAE_PRESETS = {
+    "mae_vit_b16": {
+        "metadata": {
+            "description": "Paper-size MAE: ViT-B/16 (224²) encoder, decoder 512 wide × 8 blocks.",
+            "path": "mae",
+            "params": None,
+        },
+        "kaggle_handle": None,
+        "config": {"image_encoder": dict(_VIT_B16), "decoder": dict(hidden_dim=512, num_layers=8, num_heads=16)},
+    },
+    "mae_tiny": {
+        "metadata": {
+            "description": "Tiny MAE for CPU runs: the tiny image tower, decoder 64 wide × 2 blocks.",
+            "path": "mae",
+            "params": None,
+        },
+        "kaggle_handle": None,
+        "config": {"image_encoder": dict(_VIT_TINY), "decoder": dict(hidden_dim=64, num_layers=2, num_heads=4)},
+    },
+}
+register_presets(MAE_PRESETS, ViTEncoder)
+
 # Overrides that users pass flat and that belong to one tower.
 _IMAGE_KEYS = ("image_size", "patch_size")
 _TEXT_KEYS = ("vocabulary_size", "sequence_length")
@@ -75,7 +99,7 @@ _TEXT_KEYS = ("vocabulary_size", "sequence_length")
 
 def list_presets():
     """Names of the built-in architecture presets."""
-    return sorted(CLIP_PRESETS)
+    return sorted(CLIP_PRESETS) + sorted(MAE_PRESETS)
 
 
 def is_directory_preset(preset):
@@ -99,12 +123,10 @@ def preset_config(name, **overrides):
     >>> preset_config("clip_tiny_max", vocabulary_size=64)["image_pooling"]
     'max'
     """
+    if name in MAE_PRESETS:
+        raise ValueError(f"{name!r} is an MAE preset; load it with MAE.from_preset.")
     if name not in CLIP_PRESETS:
-        raise ValueError(
-            f"Unknown preset {name!r}. Available presets: "
-            f"{', '.join(list_presets())}; or pass a directory written by "
-            "save_to_preset()."
-        )
+        _unknown(name)
     config = copy.deepcopy(CLIP_PRESETS[name]["config"])
     config["image_encoder"].update(overrides.pop("image_encoder", {}))
     config["text_encoder"].update(overrides.pop("text_encoder", {}))
@@ -116,6 +138,44 @@ def preset_config(name, **overrides):
             config["text_encoder"][key] = overrides.pop(key)
     config.update(overrides)
     return config
+
+
+def _unknown(name):
+    raise ValueError(
+        f"Unknown preset {name!r}. Available presets: "
+        f"{', '.join(list_presets())}; or pass a directory written by "
+        "save_to_preset()."
+    )
+
+
+def build_mae_parts(name, **overrides):
+    """A randomly initialised `(ViTEncoder, CrossModalDecoder)` of a named MAE preset.
+
+    Args:
+        name: a name from `MAE_PRESETS`.
+        **overrides: `image_size`, `patch_size`, `dtype`, or
+            `image_encoder={...}` / `decoder={...}` for any argument.
+    """
+    if name in CLIP_PRESETS:
+        raise ValueError(f"{name!r} is a CLIP preset; load it with CLIP.from_preset.")
+    if name not in MAE_PRESETS:
+        _unknown(name)
+    config = copy.deepcopy(MAE_PRESETS[name]["config"])
+    image = config["image_encoder"]
+    image.update(overrides.pop("image_encoder", {}))
+    config["decoder"].update(overrides.pop("decoder", {}))
+    for key in _IMAGE_KEYS:
+        if key in overrides:
+            image[key] = overrides.pop(key)
+    dtype = overrides.pop("dtype", None)
+    if overrides:
+        raise ValueError(f"Unknown overrides for {name!r}: {sorted(overrides)}.")
+    encoder = ViTEncoder(**image, dtype=dtype, name="image_encoder")
+    decoder = CrossModalDecoder(
+        num_patches=encoder.num_patches, patch_size=encoder.patch_size,
+        num_channels=encoder.num_channels, dtype=dtype, name="decoder", **config["decoder"],
+    )
+    return encoder, decoder
 
 
 def build_clip_backbone(name, **overrides):

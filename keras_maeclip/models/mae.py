@@ -1,0 +1,129 @@
+"""MAE: masked autoencoding of images, trained with `model.fit`."""
+
+import keras
+
+from keras_maeclip.layers import random_masking
+from keras_maeclip.losses import pixel_reconstruction_loss
+from keras_maeclip.models._validation import check_images
+from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
+from keras_maeclip.models.presets import build_mae_parts, is_directory_preset
+from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models.vit_encoder import ViTEncoder
+
+
+@keras.saving.register_keras_serializable(package="keras_maeclip")
+class MAE(PretrainingTask):
+    """Masked autoencoder: encode the kept patches, reconstruct the masked ones.
+
+    Per image, `mask_ratio` of the patches are dropped by `random_masking`
+    (after the position encoding, so kept patches keep their positions); the
+    `ViTEncoder` encodes only the kept ones; an image-only
+    `CrossModalDecoder` fills mask tokens back in and predicts every
+    patch's pixels; the loss is the per-patch-normalised pixel MSE on masked
+    patches (`norm_pix_loss`). `fit` takes preprocessed `{"images"}` batches
+    (set a preprocessor that outputs `images` or map one in `tf.data`).
+
+    Args:
+        backbone: a `ViTEncoder`.
+        decoder: an image-only `CrossModalDecoder` for the same patch grid.
+        mask_ratio: float, defaults to `0.75`.
+        norm_pix_loss: bool, defaults to `True`.
+        seed: int or `None`, seeds the masking noise.
+        preprocessor: optional preprocessor.
+        compile: bool. Compile with the defaults of `compile()`.
+        **kwargs: `keras_hub.models.Task` arguments.
+
+    Example:
+    >>> model = MAE.from_preset("mae_tiny")
+    >>> history = model.fit({"images": np.zeros((4, 32, 32, 3), "float32")},
+    ...                     epochs=1, verbose=0)
+
+    References: He et al. 2022 (MAE); Weers et al. 2023 §3.
+    """
+
+    backbone_cls = ViTEncoder
+
+    def __init__(
+        self,
+        backbone,
+        decoder,
+        mask_ratio=0.75,
+        norm_pix_loss=True,
+        seed=None,
+        preprocessor=None,
+        compile=True,
+        **kwargs,
+    ):
+        super().__init__(metric_names=("image_reconstruction_loss",), **kwargs)
+        if decoder.num_patches != backbone.num_patches or decoder.patch_size != backbone.patch_size:
+            raise ValueError(
+                f"The decoder's grid ({decoder.num_patches} patches of "
+                f"{decoder.patch_size}px) must match the encoder's "
+                f"({backbone.num_patches} of {backbone.patch_size}px)."
+            )
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.decoder = decoder
+        self.mask_ratio = mask_ratio
+        self.norm_pix_loss = norm_pix_loss
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.dtype_policy = backbone.dtype_policy
+        if not self.decoder.built:
+            self.decoder.build((None, None, backbone.hidden_dim))
+        self.built = True
+        if compile:
+            self.compile()
+
+    def call(self, inputs, training=False):
+        images = inputs["images"] if isinstance(inputs, dict) else inputs
+        encoder = self.backbone
+        check_images(images, encoder.image_size, encoder.num_channels)
+        masked = random_masking(encoder.embed_patches(images), self.mask_ratio, self.seed_generator)
+        tokens = encoder.encode_tokens(masked["kept"], training=training)
+        if encoder.use_class_token:
+            tokens = tokens[:, 1:]
+        pixels = self.decoder(tokens, masked["ids_restore"])["pixels"]
+        return {"pixels": pixels, "mask": masked["mask"]}
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images = x["images"] if isinstance(x, dict) else x
+        loss = pixel_reconstruction_loss(
+            images, y_pred["pixels"], y_pred["mask"], self.backbone.patch_size, self.norm_pix_loss
+        )
+        self.track("image_reconstruction_loss", loss)
+        return loss + self.regularization_loss()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "decoder": keras.layers.serialize(self.decoder),
+                "mask_ratio": self.mask_ratio,
+                "norm_pix_loss": self.norm_pix_loss,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("decoder"), dict):
+            config["decoder"] = keras.layers.deserialize(config["decoder"])
+        return super().from_config(config)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """A named MAE architecture (see `list_presets()`) or a preset directory.
+
+        For a name, `mask_ratio`, `norm_pix_loss`, `seed`, `preprocessor`,
+        `compile` go to the task and the rest (e.g. `image_size=`,
+        `decoder={...}`) override the architecture.
+        """
+        if is_directory_preset(preset):
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        task_keys = ("mask_ratio", "norm_pix_loss", "seed", "preprocessor", "compile", "name")
+        task_kwargs = {k: kwargs.pop(k) for k in task_keys if k in kwargs}
+        encoder, decoder = build_mae_parts(preset, **kwargs)
+        return cls(backbone=encoder, decoder=decoder, **task_kwargs)
