@@ -69,7 +69,6 @@ class TokenPooling(keras.layers.Layer):
         self.num_heads = int(num_heads)
         self.mlp_ratio = float(mlp_ratio)
         self.layer_norm_epsilon = layer_norm_epsilon
-        self.supports_masking = False
 
     def build(self, tokens_shape, padding_mask_shape=None):
         width = int(tokens_shape[-1])

@@ -90,7 +90,6 @@ def test_compile_defaults_exclude_the_right_variables_from_decay(preprocessor):
 def test_warmup_then_cosine_schedule(preprocessor):
     model = make_clip(preprocessor, compile=False)
     model.compile(learning_rate=1e-3, warmup_steps=10, total_steps=110)
-    schedule = model.optimizer.learning_rate if callable(model.optimizer.learning_rate) else None
     schedule = model.optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(0.0)
     assert float(schedule(5)) == pytest.approx(5e-4, rel=1e-5)
