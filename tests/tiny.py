@@ -33,3 +33,12 @@ def raw_batch(n=8, seed=0, size=16):
         "images": rng.integers(0, 256, (n, size, size, 3)).astype("uint8"),
         "captions": np.array([CAPTIONS[i % len(CAPTIONS)] for i in range(n)]),
     }
+
+
+def synthetic_batch(n=16, seed=0, size=16):
+    """Raw `{"images", "captions"}` of `n` synthetic scenes (learnable pixels)."""
+    from keras_maeclip.data import synthetic
+
+    data = synthetic.synthetic_dataset(n, seed=seed, image_size=size).batch(n)
+    batch = next(data.as_numpy_iterator())
+    return {"images": batch["image"], "captions": batch["caption"]}

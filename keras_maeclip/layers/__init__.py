@@ -8,6 +8,7 @@ from keras_maeclip.layers.masking import (
     similarity_masking,
     text_masking,
 )
+from keras_maeclip.layers.modality_embedding import ModalityEmbedding
 from keras_maeclip.layers.patching import PatchEmbedding, patchify, unpatchify
 from keras_maeclip.layers.pooling import POOLING_MODES, TokenPooling
 from keras_maeclip.layers.position import (
@@ -18,6 +19,7 @@ from keras_maeclip.layers.position import (
 
 __all__ = [
     "ClassToken",
+    "ModalityEmbedding",
     "PatchEmbedding",
     "POOLING_MODES",
     "SinCosPositionEncoding2D",

@@ -3,9 +3,12 @@
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
+from keras_maeclip.models.m3ae import M3AE
+from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.mae import MAE
+from keras_maeclip.models.mae_clip import MAECLIP
 from keras_maeclip.models.preprocessor import CLIPPreprocessor, image_converter
-from keras_maeclip.models.presets import list_presets, preset_config
+from keras_maeclip.models.presets import list_presets, preset_config, preset_sizes
 from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.preprocessor import (
@@ -20,7 +23,10 @@ __all__ = [
     "CLIPBackbone",
     "CLIPPreprocessor",
     "CrossModalDecoder",
+    "M3AE",
+    "M3AEBackbone",
     "MAE",
+    "MAECLIP",
     "PretrainingTask",
     "SPECIAL_TOKENS",
     "TextEncoder",
@@ -31,4 +37,5 @@ __all__ = [
     "learn_vocabulary",
     "list_presets",
     "preset_config",
+    "preset_sizes",
 ]

@@ -3,6 +3,7 @@
 import math
 
 import keras
+from keras import ops
 
 from keras_maeclip.losses import ContrastiveLoss
 from keras_maeclip.models._validation import check_images
@@ -11,7 +12,7 @@ from keras_maeclip.models.preprocessor import CLIPPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
 from keras_maeclip.models.presets import is_directory_preset
 
-_METRICS = (
+CONTRASTIVE_METRICS = (
     "contrastive_loss",
     "logit_scale",
     "uses_local_negatives",
@@ -58,6 +59,9 @@ class CLIP(PretrainingTask):
 
     backbone_cls = CLIPBackbone
     preprocessor_cls = CLIPPreprocessor
+    # Task arguments that `from_preset` separates from architecture overrides.
+    task_keys = ("preprocessor", "negatives", "local_batch_size", "local_steps",
+                 "init_logit_scale", "max_logit_scale", "compile", "name")
 
     def __init__(
         self,
@@ -71,7 +75,8 @@ class CLIP(PretrainingTask):
         compile=True,
         **kwargs,
     ):
-        super().__init__(metric_names=_METRICS, **kwargs)
+        kwargs.setdefault("metric_names", CONTRASTIVE_METRICS)
+        super().__init__(**kwargs)
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.dtype_policy = backbone.dtype_policy
@@ -101,15 +106,18 @@ class CLIP(PretrainingTask):
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return self.contrastive_term(y_pred, training) + self.regularization_loss()
+
+    def contrastive_term(self, y_pred, training):
+        """InfoNCE of `y_pred`'s embeddings; tracks its metrics."""
         out = self.contrastive(
             y_pred["image_embeddings"], y_pred["text_embeddings"], training=training
         )
-        self.track("contrastive_loss", out["loss"])
-        self.track("logit_scale", out["logit_scale"])
-        self.track("uses_local_negatives", out["uses_local_negatives"])
-        self.track("image_to_text_accuracy", out["image_to_text_accuracy"])
-        self.track("text_to_image_accuracy", out["text_to_image_accuracy"])
-        return out["loss"] + self.regularization_loss()
+        batch_size = ops.shape(y_pred["image_embeddings"])[0]
+        for name in CONTRASTIVE_METRICS[1:]:
+            self.track(name, out[name], batch_size)
+        self.track("contrastive_loss", out["loss"], batch_size)
+        return out["loss"]
 
     def get_config(self):
         config = super().get_config()
@@ -146,12 +154,14 @@ class CLIP(PretrainingTask):
         """
         if is_directory_preset(preset):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        task_keys = ("preprocessor", "negatives", "local_batch_size", "local_steps",
-                     "init_logit_scale", "max_logit_scale", "compile", "name")
-        task_kwargs = {k: kwargs.pop(k) for k in task_keys if k in kwargs}
+        task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")
         if preprocessor is not None:
             kwargs.setdefault("vocabulary_size", preprocessor.tokenizer.vocabulary_size())
             kwargs.setdefault("sequence_length", preprocessor.sequence_length)
-        backbone = cls.backbone_cls.from_preset(preset, **kwargs)
-        return cls(backbone=backbone, **task_kwargs)
+        return cls(**cls.build_parts(preset, **kwargs), **task_kwargs)
+
+    @classmethod
+    def build_parts(cls, preset, **overrides):
+        """The randomly initialised layers of a named preset, as constructor kwargs."""
+        return {"backbone": cls.backbone_cls.from_preset(preset, **overrides)}

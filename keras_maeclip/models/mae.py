@@ -1,6 +1,7 @@
 """MAE: masked autoencoding of images, trained with `model.fit`."""
 
 import keras
+from keras import ops
 
 from keras_maeclip.layers import random_masking
 from keras_maeclip.losses import pixel_reconstruction_loss
@@ -22,6 +23,8 @@ class MAE(PretrainingTask):
     patch's pixels; the loss is the per-patch-normalised pixel MSE on masked
     patches (`norm_pix_loss`). `fit` takes preprocessed `{"images"}` batches
     (set a preprocessor that outputs `images` or map one in `tf.data`).
+    Calling the model returns `{"pixels": (batch, patches, p²·C) predictions
+    (normalised per patch when `norm_pix_loss`), "image_mask": 1 = masked}`.
 
     Args:
         backbone: a `ViTEncoder`.
@@ -84,34 +87,31 @@ class MAE(PretrainingTask):
         if encoder.use_class_token:
             tokens = tokens[:, 1:]
         pixels = self.decoder(tokens, masked["ids_restore"])["pixels"]
-        return {"pixels": pixels, "mask": masked["mask"]}
+        return {"pixels": pixels, "image_mask": masked["mask"]}
+
+    @property
+    def patch_size(self):
+        """Side of an image patch, in pixels."""
+        return self.backbone.patch_size
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images = x["images"] if isinstance(x, dict) else x
         loss = pixel_reconstruction_loss(
-            images, y_pred["pixels"], y_pred["mask"], self.backbone.patch_size, self.norm_pix_loss
+            images, y_pred["pixels"], y_pred["image_mask"], self.patch_size, self.norm_pix_loss
         )
-        self.track("image_reconstruction_loss", loss)
+        self.track("image_reconstruction_loss", loss, ops.shape(y_pred["pixels"])[0])
         return loss + self.regularization_loss()
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "decoder": keras.layers.serialize(self.decoder),
                 "mask_ratio": self.mask_ratio,
                 "norm_pix_loss": self.norm_pix_loss,
                 "seed": self.seed,
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("decoder"), dict):
-            config["decoder"] = keras.layers.deserialize(config["decoder"])
-        return super().from_config(config)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):

@@ -95,6 +95,50 @@ def _check_special_tokens(vocabulary):
         )
 
 
+def text_mask_ids(tokenizer=None):
+    """`(mask_token_id, special_token_ids)` for text masking.
+
+    With a tokenizer, the ids of its `[MASK]` and special tokens; without
+    one, the layout of `learn_vocabulary` (the special tokens at ids 0–4,
+    `[MASK]` = 4).
+
+    Example:
+    >>> text_mask_ids()
+    (4, (0, 1, 2, 3, 4))
+    """
+    if tokenizer is None:
+        return SPECIAL_TOKENS.index(MASK_TOKEN), tuple(range(len(SPECIAL_TOKENS)))
+    ids = tuple(int(tokenizer.token_to_id(t)) for t in SPECIAL_TOKENS)
+    return int(tokenizer.token_to_id(MASK_TOKEN)), ids
+
+
+def resolve_text_mask_ids(preprocessor, vocabulary_size, mask_token_id=None, special_token_ids=None):
+    """The masked-text ids a model uses: given ones, else the tokenizer's.
+
+    Args:
+        preprocessor: a `CLIPPreprocessor` or `None` (`learn_vocabulary`'s
+            layout).
+        vocabulary_size: int, the model's vocabulary, to check the ids.
+        mask_token_id: int or `None`.
+        special_token_ids: ids or `None`.
+
+    Returns:
+        `(mask_token_id, special_token_ids)` as an int and a tuple of ints.
+    """
+    if mask_token_id is None or special_token_ids is None:
+        default_mask, default_special = text_mask_ids(getattr(preprocessor, "tokenizer", None))
+        mask_token_id = default_mask if mask_token_id is None else mask_token_id
+        special_token_ids = default_special if special_token_ids is None else special_token_ids
+    mask_token_id = int(mask_token_id)
+    if not 0 <= mask_token_id < vocabulary_size:
+        raise ValueError(
+            f"mask_token_id={mask_token_id} is outside the vocabulary "
+            f"(vocabulary_size={vocabulary_size}); size the model to the "
+            "tokenizer's vocabulary."
+        )
+    return mask_token_id, tuple(int(i) for i in special_token_ids)
+
+
 # MAE and most ViT recipes normalise with the ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

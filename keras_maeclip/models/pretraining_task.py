@@ -19,8 +19,8 @@ def default_optimizer(
     """AdamW with linear warm-up then cosine decay, decay on matrices only.
 
     Weight decay is not applied to biases, normalisation parameters, the
-    temperature (every variable of rank < 2), position embeddings or class
-    tokens.
+    temperature (every variable of rank < 2), position embeddings, class and
+    mask tokens or modality type embeddings.
 
     Args:
         variables: the model's trainable variables (to pick the exclusions).
@@ -81,22 +81,28 @@ def default_optimizer(
 
 
 def excluded_from_weight_decay(variable):
-    """Biases, norms, scalars, position tables and class tokens."""
+    """Biases, norms, scalars, position tables, class / mask tokens, type embeddings."""
     path = variable.path
     return (
         len(variable.shape) < 2
         # Attention biases are (heads, head_dim): match biases by name.
         or variable.name in ("bias", "gamma", "beta")
-        or "position" in path
-        or "class_token" in path
+        or any(part in path for part in _NO_DECAY_PARTS)
     )
+
+
+# Learned tokens and tables added to inputs, not weights of a map: as MAE and
+# M3AE, they are left out of weight decay.
+_NO_DECAY_PARTS = ("position", "class_token", "mask_token", "type_embedding")
 
 
 class PretrainingTask(keras_hub.models.Task):
     """Base of the pretraining models: `compile()` defaults and loss metrics.
 
-    Subclasses compute their loss terms in `compute_loss` and report each
-    through `track(name, value)`, which keeps one `keras.metrics.Mean` per
+    A subclass's `decoder` attribute (the masked models') is serialised
+    with the task's config. Subclasses compute their loss terms in
+    `compute_loss` and report each
+    through `track(name, value, batch_size)`, which keeps one `keras.metrics.Mean` per
     term, so every term shows in `fit`'s logs on every backend.
 
     Args:
@@ -109,9 +115,15 @@ class PretrainingTask(keras_hub.models.Task):
         # Keras tracks metrics held in a dict attribute: fit resets and logs them.
         self._trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
 
-    def track(self, name, value):
-        """Update the running mean of a reported metric."""
-        self._trackers[name].update_state(ops.cast(value, "float32"))
+    def track(self, name, value, batch_size):
+        """Update the running mean of a reported metric.
+
+        Weighted by `batch_size`, as Keras weights its `loss` tracker, so a
+        term and the total average alike over a partial last batch.
+        """
+        self._trackers[name].update_state(
+            ops.cast(value, "float32"), sample_weight=ops.cast(batch_size, "float32")
+        )
 
     def regularization_loss(self):
         """Sum of the losses added by layers (`self.losses`), as float32."""
@@ -167,6 +179,19 @@ class PretrainingTask(keras_hub.models.Task):
         kwargs.pop("loss", None)
         super().compile(optimizer=optimizer, **kwargs)
 
+    def get_config(self):
+        config = super().get_config()
+        if getattr(self, "decoder", None) is not None:
+            config["decoder"] = keras.layers.serialize(self.decoder)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("decoder"), dict):
+            config["decoder"] = keras.layers.deserialize(config["decoder"])
+        return super().from_config(config)
+
     def get_compile_config(self):
         """With the default optimizer, the arguments that rebuild it on load."""
         if getattr(self, "_auto_compile_config", None) is not None:
@@ -176,5 +201,9 @@ class PretrainingTask(keras_hub.models.Task):
     def compile_from_config(self, config):
         if config.get("optimizer") == "auto":
             self.compile(**config)
+            # Build the optimizer now, as Keras does, so that a saved
+            # optimizer state loads instead of being skipped.
+            if self.built:
+                self.optimizer.build(self.trainable_variables)
         else:
             super().compile_from_config(config)

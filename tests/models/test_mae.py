@@ -28,7 +28,7 @@ def test_encoder_sees_only_the_kept_patches(monkeypatch):
     out = model({"images": images(2)})
     assert seen == [(2, 4, 32)]  # 16 patches, 75 % masked
     assert out["pixels"].shape == (2, 16, 48)
-    np.testing.assert_array_equal(to_np(out["mask"]).sum(1), [12, 12])
+    np.testing.assert_array_equal(to_np(out["image_mask"]).sum(1), [12, 12])
 
 
 def test_fit_decreases_the_reconstruction_loss():
@@ -69,3 +69,11 @@ def test_presets_and_errors():
     model = MAE.from_preset("mae_tiny", **SMALL)
     with pytest.raises(ValueError, match=r"shape \(batch, 16, 16, 3\)"):
         model({"images": np.zeros((1, 32, 32, 3), "float32")})
+
+
+def test_evaluate_weights_terms_by_batch_size_like_the_total():
+    # 40 examples in batches of 16: a partial last batch of 8.
+    model = MAE.from_preset("mae_tiny", seed=4, **SMALL)
+    data = tf.data.Dataset.from_tensor_slices({"images": images(40)}).batch(16)
+    result = model.evaluate(data, verbose=0, return_dict=True)
+    assert result["loss"] == pytest.approx(result["image_reconstruction_loss"], rel=1e-5)

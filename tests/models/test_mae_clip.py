@@ -1,0 +1,191 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_maeclip.models import CLIP, MAECLIP, list_presets
+from keras_maeclip.models.preprocessor import text_mask_ids
+from tests.losses.test_contrastive import numpy_info_nce
+from tests.tiny import TINY, raw_batch, synthetic_batch
+
+# The tiny towers of tests/tiny.py plus a one-block decoder.
+SMALL = dict(TINY, decoder=dict(hidden_dim=16, num_layers=1, num_heads=2))
+
+
+def to_np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def make(preprocessor, preset="maeclip_tiny_max", **kwargs):
+    return MAECLIP.from_preset(preset, preprocessor=preprocessor, **{**SMALL, **kwargs})
+
+
+def spy_on_image_encoder(model, monkeypatch):
+    seen = []
+    encoder = model.backbone.image_encoder
+    original = encoder.encode_tokens
+    monkeypatch.setattr(encoder, "encode_tokens", lambda x, **kw: seen.append(tuple(x.shape)) or original(x, **kw))
+    return seen
+
+
+def test_masked_view_encodes_only_the_kept_patches(preprocessor, monkeypatch):
+    model = make(preprocessor, seed=0)
+    seen = spy_on_image_encoder(model, monkeypatch)
+    out = model(preprocessor(raw_batch(4)))
+    assert seen == [(4, 4, 32)]  # 16 patches, 75 % masked: one pass over 4
+    assert out["pixels"].shape == (4, 16, 48)
+    assert out["token_logits"].shape == (4, 12, model.backbone.text_encoder.vocabulary_size)
+    assert out["image_embeddings"].shape == out["text_embeddings"].shape == (4, 16)
+    np.testing.assert_array_equal(to_np(out["image_mask"]).sum(1), [12] * 4)
+
+
+def test_full_view_adds_an_unmasked_pass_for_the_contrastive_embedding(preprocessor, monkeypatch):
+    model = make(preprocessor, contrastive_view="full", text_mask_ratio=0.0, seed=0)
+    inputs = preprocessor(raw_batch(4))
+    seen = spy_on_image_encoder(model, monkeypatch)
+    out = model(inputs)
+    assert seen == [(4, 16, 32), (4, 4, 32)]
+    monkeypatch.undo()
+    # Unmasked text and the full image: exactly CLIP's embeddings.
+    reference = model.backbone(inputs)
+    for key in ("image_embeddings", "text_embeddings"):
+        np.testing.assert_allclose(to_np(out[key]), to_np(reference[key]), atol=1e-5)
+
+
+def test_text_masking_spares_padding_and_special_tokens(preprocessor):
+    model = make(preprocessor, text_mask_ratio=0.5, seed=1)
+    inputs = preprocessor(raw_batch(8))
+    out = model(inputs)
+    mask = to_np(out["text_mask"]).astype(bool)
+    ids = to_np(inputs["token_ids"])
+    _, special = text_mask_ids(preprocessor.tokenizer)
+    assert mask.any()
+    assert not (mask & ~to_np(inputs["padding_mask"]).astype(bool)).any()
+    assert not (mask & np.isin(ids, special)).any()
+    np.testing.assert_array_equal(to_np(out["text_targets"]), ids)
+    eligible = to_np(inputs["padding_mask"]).astype(bool) & ~np.isin(ids, special)
+    np.testing.assert_array_equal(mask.sum(1), np.round(eligible.sum(1) * 0.5))
+
+
+def test_loss_is_the_weighted_sum_of_numpy_terms(preprocessor):
+    model = make(preprocessor, image_loss_weight=0.3, text_loss_weight=0.7, text_mask_ratio=0.5,
+                 norm_pix_loss=False, seed=2)
+    inputs = preprocessor(raw_batch(8))
+    y_pred = model(inputs)
+    loss = float(model.compute_loss(x=inputs, y_pred=y_pred, training=False))
+    img, txt = (to_np(y_pred[k]) for k in ("image_embeddings", "text_embeddings"))
+    contrastive = numpy_info_nce(img, txt, 1 / 0.07, block=8)[0]
+    # Pixel MSE over masked patches (no per-patch normalisation).
+    images = to_np(inputs["images"])
+    patches = images.reshape(8, 4, 4, 4, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(8, 16, 48)
+    per_patch = ((to_np(y_pred["pixels"]) - patches) ** 2).mean(-1)
+    image_mask = to_np(y_pred["image_mask"])
+    image = (per_patch * image_mask).sum() / image_mask.sum()
+    # Cross-entropy over masked tokens.
+    logits = to_np(y_pred["token_logits"]).astype("float64")
+    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    targets = to_np(y_pred["text_targets"])
+    nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    text_mask = to_np(y_pred["text_mask"]).astype(bool)
+    text = nll[text_mask].mean()
+    assert loss == pytest.approx(contrastive + 0.3 * image + 0.7 * text, rel=1e-4)
+
+
+def test_fit_lowers_contrastive_and_both_reconstruction_losses(preprocessor):
+    # One block of 16 = the whole batch: local and global losses coincide, so
+    # the schedule can switch mid-run without changing what is measured.
+    model = make(preprocessor, text_mask_ratio=0.5, local_batch_size=16, local_steps=15, seed=3)
+    model.compile(learning_rate=3e-3, weight_decay=0.0)
+    data = tf.data.Dataset.from_tensors(synthetic_batch(16)).repeat()
+    history = model.fit(data, steps_per_epoch=15, epochs=2, verbose=0).history
+    assert set(history) == {
+        "loss", "contrastive_loss", "image_reconstruction_loss", "text_reconstruction_loss",
+        "logit_scale", "uses_local_negatives", "image_to_text_accuracy", "text_to_image_accuracy",
+    }
+    for term in ("contrastive_loss", "image_reconstruction_loss", "text_reconstruction_loss"):
+        assert history[term][1] < history[term][0], (term, history[term])
+    # Epoch means are linear: the total is the weighted sum of the terms.
+    for epoch in (0, 1):
+        expected = (history["contrastive_loss"][epoch] + 0.05 * history["image_reconstruction_loss"][epoch]
+                    + 0.1 * history["text_reconstruction_loss"][epoch])
+        assert history["loss"][epoch] == pytest.approx(expected, rel=1e-5)
+    # The local→global schedule reaches the contrastive term under fit.
+    assert history["uses_local_negatives"] == pytest.approx([1.0, 0.0])
+    assert int(to_np(model.contrastive.steps_seen)) == int(to_np(model.optimizer.iterations)) == 30
+
+
+@pytest.mark.parametrize("view", ["masked", "full"])
+def test_similarity_masking_hides_the_patches_closest_to_the_caption(preprocessor, view):
+    model = make(preprocessor, masking="similarity", similarity_temperature=0.002,
+                 contrastive_view=view, text_mask_ratio=0.0, seed=4)
+    inputs = preprocessor(raw_batch(8))
+    backbone = model.backbone
+    tokens = backbone.image_encoder(inputs["images"])
+    patch_emb = to_np(backbone.image_projection(tokens))
+    patch_emb /= np.linalg.norm(patch_emb, axis=-1, keepdims=True)
+    similarity = np.einsum("bld,bd->bl", patch_emb, to_np(backbone(inputs)["text_embeddings"]))
+    mask = to_np(model(inputs)["image_mask"]).astype(bool)
+    # Every image: the masked patches are on average more caption-like.
+    masked_mean = (similarity * mask).sum(1) / mask.sum(1)
+    kept_mean = (similarity * ~mask).sum(1) / (~mask).sum(1)
+    assert (masked_mean > kept_mean).all(), (masked_mean, kept_mean)
+
+
+def test_preset_round_trip_restores_weights_and_task_arguments(preprocessor, tmp_path):
+    model = make(preprocessor, contrastive_view="full", masking="similarity", image_mask_ratio=0.5,
+                 text_loss_weight=0.2, seed=6)
+    model.save_to_preset(str(tmp_path))
+    restored = MAECLIP.from_preset(str(tmp_path))
+    for key in ("contrastive_view", "masking", "image_mask_ratio", "text_loss_weight",
+                "mask_token_id", "special_token_ids"):
+        assert getattr(restored, key) == getattr(model, key), key
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(to_np(a), to_np(b), err_msg=a.path)
+    inputs = preprocessor(raw_batch(4))
+    np.testing.assert_array_equal(
+        to_np(restored.backbone(inputs)["image_embeddings"]), to_np(model.backbone(inputs)["image_embeddings"])
+    )
+    clone = MAECLIP.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    # A trained MAE-CLIP is a CLIP: the evaluation code takes either.
+    assert isinstance(restored, CLIP)
+
+
+def test_presets_and_errors(preprocessor):
+    names = {f"maeclip_{size}_{p}" for size in ("tiny", "vit_b16") for p in ("gap", "max", "map")}
+    assert names | {"maeclip_bench_small"} <= set(list_presets())
+    assert make(preprocessor, preset="maeclip_tiny_map").backbone.image_pooling == "map"
+    with pytest.raises(ValueError, match="has no cross-modal decoder"):
+        MAECLIP.from_preset("clip_tiny_gap")
+    with pytest.raises(ValueError, match="is an MAE-CLIP preset"):
+        CLIP.from_preset("maeclip_tiny_gap")
+    with pytest.raises(ValueError, match="contrastive_view"):
+        make(preprocessor, contrastive_view="both")
+    with pytest.raises(ValueError, match="masking"):
+        make(preprocessor, masking="block")
+    other = make(preprocessor, image_size=32)
+    with pytest.raises(ValueError, match="decoder does not match"):
+        MAECLIP(backbone=make(preprocessor).backbone, decoder=other.decoder)
+    with pytest.raises(ValueError, match=r"shape \(batch, 16, 16, 3\)"):
+        make(preprocessor)(dict(preprocessor(raw_batch(2)), images=np.zeros((2, 8, 8, 3), "float32")))
+
+
+def test_decoder_tokens_and_type_embeddings_skip_weight_decay(preprocessor):
+    model = make(preprocessor)
+    decayed = {v.path for v in model.trainable_variables if model.optimizer._use_weight_decay(v)}
+    skipped = {v.path for v in model.trainable_variables} - decayed
+    for name in ("image_mask_token", "text_mask_token", "type_embedding"):
+        assert any(name in p for p in skipped), name
+    assert any("decoder/token_head/kernel" in p for p in decayed)
+
+
+def test_keras_file_round_trip_keeps_the_optimizer_state(preprocessor, tmp_path):
+    model = make(preprocessor, seed=7)
+    model.fit(tf.data.Dataset.from_tensors(raw_batch(8)).repeat(), steps_per_epoch=2, epochs=1, verbose=0)
+    path = str(tmp_path / "maeclip.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert int(to_np(restored.optimizer.iterations)) == 2
+    for a, b in zip(model.optimizer.variables, restored.optimizer.variables):
+        np.testing.assert_array_equal(to_np(a), to_np(b), err_msg=a.path)
+    assert restored.masking == model.masking and restored.decoder.vocabulary_size == model.decoder.vocabulary_size
