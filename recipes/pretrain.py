@@ -1,18 +1,21 @@
-r"""Pretrain a model of the paper and report zero-shot accuracy.
+r"""Pretrain a model of the paper on image–caption data and evaluate it.
 
-Trains on the built-in synthetic image–caption set unless `--data` points at
-TFRecords written by `keras_maeclip.data.synthetic.write_tfrecords`, then:
-saves a keras-hub preset (config, weights, tokenizer vocabulary) and a JSON
-of final metrics under `--output_dir`, and prints zero-shot accuracy on
-held-out synthetic images with chance level beside it, plus retrieval
-recall.
+One entry point for every variant: `--model=clip|maeclip|m3ae|mae`, with
+`--pooling=gap|max|map` for the contrastive models. Trains on the built-in
+synthetic image–caption set unless `--data` points at TFRecords written by
+`keras_maeclip.data.synthetic.write_tfrecords`, then saves a keras-hub preset
+(config, weights, tokenizer vocabulary) and a JSON of final metrics under
+`--output_dir`. Contrastive models (CLIP, MAE-CLIP) also report zero-shot
+accuracy on held-out synthetic images with chance beside it, and retrieval
+recall; masked models (MAE, M3AE, MAE-CLIP) also write `reconstructions.png`
+(original / masked / reconstructed) for held-out images.
 
-    KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, ~5 min
-    python recipes/pretrain.py --backend=torch --preset=clip_tiny_max \
-        --steps=500 --output_dir=runs/clip_max
-
-Variants beyond CLIP (MAE, M3AE, MAE-CLIP) come with the masked-modelling
-work; `--model` lists what this version has.
+    KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, ~6 min
+    python recipes/pretrain.py --model=maeclip --pooling=max --steps=300
+    python recipes/pretrain.py --model=maeclip --masking=similarity \
+        --contrastive_view=full --local_negative_steps=100
+    python recipes/pretrain.py --model=m3ae --backend=torch
+    python recipes/pretrain.py --model=mae --image_mask_ratio=0.75
 """
 
 import json
@@ -23,8 +26,9 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "clip", ["clip"], "Which pretraining model.")
-flags.DEFINE_string("preset", "clip_tiny_gap", "Architecture preset name or preset directory.")
+flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pretraining model.")
+flags.DEFINE_string("preset", None, "Architecture preset name or preset directory (default: the model's tiny preset).")
+flags.DEFINE_enum("pooling", None, ["gap", "max", "map"], "Pooling of both towers for clip/maeclip (default: the preset's).")
 flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND.")
 flags.DEFINE_string("data", "synthetic", "'synthetic', or a TFRecord file/dir/glob from synthetic.write_tfrecords.")
 flags.DEFINE_integer("train_examples", 20000, "Synthetic training examples (cycled).")
@@ -40,8 +44,37 @@ flags.DEFINE_integer("vocabulary_size", 1000, "Upper bound on the learned WordPi
 flags.DEFINE_integer("sequence_length", None, "Override the preset's caption length.")
 flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive negatives before global ones (0: global throughout).")
 flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: batch_size // 2 when local steps are asked for).")
+flags.DEFINE_float("image_mask_ratio", None, "Share of image patches masked (mae/m3ae/maeclip; default 0.75).")
+flags.DEFINE_float("text_mask_ratio", None, "Share of caption tokens masked (maeclip default 0.15, m3ae 0.75).")
+flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip default 0.05, m3ae 1.0).")
+flags.DEFINE_float("text_loss_weight", None, "Weight of the token loss (maeclip and m3ae default 0.1).")
+flags.DEFINE_enum("masking", None, ["random", "similarity"], "maeclip: how masked patches are chosen (default random).")
+flags.DEFINE_float("similarity_temperature", None, "maeclip similarity masking: lower is more peaked (default 0.1).")
+flags.DEFINE_enum("contrastive_view", None, ["masked", "full"], "maeclip: contrastive branch on the kept patches or a second full pass (default masked).")
+flags.DEFINE_bool("norm_pix_loss", True, "Per-patch normalised pixel targets (MAE's norm_pix_loss).")
+flags.DEFINE_integer("reconstructions", 8, "Held-out images in reconstructions.png for masked models (0: none).")
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and held-out split.")
-flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>).")
+flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<model>_<preset>).")
+
+
+DEFAULT_PRESETS = {
+    "clip": "clip_tiny_gap",
+    "maeclip": "maeclip_tiny_gap",
+    "m3ae": "m3ae_tiny",
+    "mae": "mae_tiny",
+}
+CONTRASTIVE_MODELS = ("clip", "maeclip")
+MASKED_MODELS = ("maeclip", "m3ae", "mae")
+# Flag → task argument, for the models that take it.
+TASK_FLAGS = {
+    "image_mask_ratio": {"maeclip": "image_mask_ratio", "m3ae": "image_mask_ratio", "mae": "mask_ratio"},
+    "text_mask_ratio": {"maeclip": "text_mask_ratio", "m3ae": "text_mask_ratio"},
+    "image_loss_weight": {"maeclip": "image_loss_weight", "m3ae": "image_loss_weight"},
+    "text_loss_weight": {"maeclip": "text_loss_weight", "m3ae": "text_loss_weight"},
+    "masking": {"maeclip": "masking"},
+    "similarity_temperature": {"maeclip": "similarity_temperature"},
+    "contrastive_view": {"maeclip": "contrastive_view"},
+}
 
 
 def _set_backend():
@@ -52,7 +85,91 @@ def _set_backend():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _training_data(synthetic, image_size):
+def _task_kwargs():
+    """The set flags as task arguments of `--model`; a flag it lacks is an error."""
+    model = FLAGS.model
+    kwargs = {}
+    for flag, targets in TASK_FLAGS.items():
+        value = getattr(FLAGS, flag)
+        if value is None:
+            continue
+        if model not in targets:
+            raise app.UsageError(
+                f"--{flag} does not apply to --model={model}; it applies to "
+                f"{', '.join(sorted(targets))}."
+            )
+        kwargs[targets[model]] = value
+    if FLAGS.pooling and model not in CONTRASTIVE_MODELS:
+        raise app.UsageError(f"--pooling applies to clip and maeclip, not {model}.")
+    if model in MASKED_MODELS:
+        kwargs.update(norm_pix_loss=FLAGS.norm_pix_loss, seed=FLAGS.seed)
+    if FLAGS.local_negative_steps:
+        if model not in CONTRASTIVE_MODELS:
+            raise app.UsageError(f"--local_negative_steps needs a contrastive model, not {model}.")
+        kwargs.update(
+            local_steps=FLAGS.local_negative_steps,
+            local_batch_size=FLAGS.local_batch_size or FLAGS.batch_size // 2,
+        )
+    return kwargs
+
+
+def _build_model(model_cls, preset, synthetic, task_kwargs):
+    """A named preset sized to the flags with a fresh vocabulary, or a saved preset."""
+    from keras_maeclip.models import (
+        CLIPPreprocessor,
+        caption_tokenizer,
+        image_converter,
+        learn_vocabulary,
+        preset_sizes,
+    )
+
+    if os.path.isdir(preset):
+        # A saved preset keeps its architecture and task settings.
+        fixed = [f for f in ("pooling", "image_size", "sequence_length", *TASK_FLAGS) if getattr(FLAGS, f)]
+        fixed += ["local_negative_steps"] if FLAGS.local_negative_steps else []
+        if fixed:
+            raise app.UsageError(
+                f"--{', --'.join(fixed)} change a named preset; {preset} is a saved one, "
+                "whose settings are kept. Drop the flags or start from a preset name."
+            )
+        return model_cls.from_preset(preset)
+    overrides = {}
+    if FLAGS.pooling:
+        overrides.update(image_pooling=FLAGS.pooling, text_pooling=FLAGS.pooling)
+    image_size, sequence_length = preset_sizes(preset)
+    image_size = FLAGS.image_size or image_size
+    overrides["image_size"] = image_size
+    if sequence_length is not None:
+        corpus = synthetic.captions(FLAGS.train_examples, seed=FLAGS.seed)
+        tokenizer = caption_tokenizer(learn_vocabulary(corpus, FLAGS.vocabulary_size))
+        overrides["preprocessor"] = CLIPPreprocessor(
+            tokenizer, image_converter(image_size),
+            sequence_length=FLAGS.sequence_length or sequence_length,
+        )
+    return model_cls.from_preset(preset, **overrides, **task_kwargs)
+
+
+def _image_size(model):
+    backbone = model.backbone
+    encoder = getattr(backbone, "image_encoder", backbone)
+    return encoder.image_size
+
+
+def _as_inputs(model, data, image_size):
+    """Map a batched `{"images", "captions"}` dataset to what `fit` takes.
+
+    Models with a preprocessor take the raw batch (keras-hub maps it); MAE
+    takes `{"images"}` normalised here.
+    """
+    if model.preprocessor is not None:
+        return data
+    from keras_maeclip.models import image_converter
+
+    converter = image_converter(image_size)
+    return data.map(lambda b: {"images": converter(b["images"])})
+
+
+def _training_data(model, synthetic, image_size):
     import tensorflow as tf
 
     if FLAGS.data == "synthetic":
@@ -62,26 +179,41 @@ def _training_data(synthetic, image_size):
     else:
         data = synthetic.read_tfrecords(FLAGS.data)
     data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]})
-    return (
+    data = (
         data.cache()
         .shuffle(10000, seed=FLAGS.seed)
         .repeat()
         .batch(FLAGS.batch_size, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
     )
+    return _as_inputs(model, data, image_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _evaluate(model, synthetic, image_size):
+def _held_out(synthetic, image_size, seed_offset, **kwargs):
+    """One NumPy batch of held-out synthetic scenes."""
+    data = synthetic.synthetic_dataset(
+        FLAGS.eval_examples, seed=FLAGS.seed + seed_offset, image_size=image_size, **kwargs
+    )
+    return next(data.batch(FLAGS.eval_examples).as_numpy_iterator())
+
+
+def _held_out_losses(model, synthetic, image_size):
+    """`model.evaluate` on held-out scenes: each loss term, prefixed `eval/`."""
+    import tensorflow as tf
+
+    scenes = _held_out(synthetic, image_size, 3000)
+    data = tf.data.Dataset.from_tensor_slices(
+        {"images": scenes["image"], "captions": scenes["caption"]}
+    ).batch(min(FLAGS.batch_size, FLAGS.eval_examples))
+    results = model.evaluate(_as_inputs(model, data, image_size), verbose=0, return_dict=True)
+    return {f"eval/{k}": float(v) for k, v in results.items()}
+
+
+def _zero_shot_and_retrieval(model, synthetic, image_size):
     from keras_maeclip import evaluation
 
     results = {}
     # Zero-shot on single-object scenes, where each image has one true class.
-    single = list(
-        synthetic.synthetic_dataset(
-            FLAGS.eval_examples, seed=FLAGS.seed + 1000, image_size=image_size,
-            max_objects=1,
-        ).batch(FLAGS.eval_examples).as_numpy_iterator()
-    )[0]
+    single = _held_out(synthetic, image_size, 1000, max_objects=1)
     image_embeddings = evaluation.embed_images(model, single["image"])
     for task in ("object", "colour", "shape"):
         names = synthetic.CLASS_NAMES[task]
@@ -94,11 +226,7 @@ def _evaluate(model, synthetic, image_size):
         results[f"zero_shot/{task}/top1"] = accuracy
         results[f"zero_shot/{task}/chance"] = 1.0 / len(names)
     # Retrieval on held-out scenes of 1-3 objects with their own captions.
-    scenes = list(
-        synthetic.synthetic_dataset(
-            FLAGS.eval_examples, seed=FLAGS.seed + 2000, image_size=image_size
-        ).batch(FLAGS.eval_examples).as_numpy_iterator()
-    )[0]
+    scenes = _held_out(synthetic, image_size, 2000)
     retrieval = evaluation.retrieval_metrics(
         evaluation.embed_images(model, scenes["image"]),
         evaluation.embed_texts(model, [c.decode() for c in scenes["caption"]]),
@@ -109,47 +237,62 @@ def _evaluate(model, synthetic, image_size):
     return results
 
 
+def _write_reconstructions(model, synthetic, image_size, path):
+    from keras_maeclip.evaluation import save_reconstruction_grid
+    from keras_maeclip.models import image_converter
+
+    scenes = _held_out(synthetic, image_size, 4000)
+    raw = {
+        "images": scenes["image"][: FLAGS.reconstructions],
+        "captions": scenes["caption"][: FLAGS.reconstructions],
+    }
+    if model.preprocessor is not None:
+        inputs = model.preprocessor(raw)
+    else:
+        inputs = {"images": image_converter(image_size)(raw["images"].astype("float32"))}
+    title = f"{FLAGS.model} ({FLAGS.preset}) after {FLAGS.steps} steps, held-out synthetic scenes"
+    return save_reconstruction_grid(model, inputs, path, max_images=FLAGS.reconstructions, title=title)
+
+
+def _print_summary(results, model_name):
+    n = FLAGS.eval_examples
+    if model_name in CONTRASTIVE_MODELS:
+        print(f"\nZero-shot top-1 on {n} held-out single-object synthetic images:")
+        print(f"  {'task':<8} {'classes':>7} {'top-1':>7} {'chance':>7}")
+        for task in ("object", "colour", "shape"):
+            classes = round(1 / results[f"zero_shot/{task}/chance"])
+            print(
+                f"  {task:<8} {classes:>7} {results[f'zero_shot/{task}/top1']:>7.3f} "
+                f"{results[f'zero_shot/{task}/chance']:>7.3f}"
+            )
+        print(
+            f"Retrieval on {n} held-out scenes (chance R@1 {1 / n:.3f}): "
+            f"image→text R@1 {results['retrieval/image_to_text_R@1']:.3f}, "
+            f"text→image R@1 {results['retrieval/text_to_image_R@1']:.3f}"
+        )
+    terms = sorted(k for k in results if k.startswith("eval/") and k.endswith("loss"))
+    print(f"Held-out losses on {n} scenes: " + ", ".join(f"{k[5:]} {results[k]:.4f}" for k in terms))
+
+
 def main(argv):
     del argv
+    task_kwargs = _task_kwargs()  # flag errors before the slow imports
     _set_backend()
     import keras
 
     from keras_maeclip.data import synthetic
-    from keras_maeclip.models import (
-        CLIP,
-        CLIPPreprocessor,
-        caption_tokenizer,
-        image_converter,
-        learn_vocabulary,
-        preset_config,
-    )
+    from keras_maeclip.models import CLIP, M3AE, MAE, MAECLIP
 
+    model_cls = {"clip": CLIP, "maeclip": MAECLIP, "m3ae": M3AE, "mae": MAE}[FLAGS.model]
+    FLAGS.preset = FLAGS.preset or DEFAULT_PRESETS[FLAGS.model]
     keras.utils.set_random_seed(FLAGS.seed)
-    output_dir = FLAGS.output_dir or os.path.join("runs", os.path.basename(FLAGS.preset.rstrip("/")))
+    preset_name = os.path.basename(FLAGS.preset.rstrip("/"))
+    output_dir = FLAGS.output_dir or os.path.join("runs", f"{FLAGS.model}_{preset_name}")
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
 
-    if os.path.isdir(FLAGS.preset):
-        model = CLIP.from_preset(FLAGS.preset)
-        image_size = model.backbone.image_encoder.image_size
-    else:
-        config = preset_config(FLAGS.preset)
-        image_size = FLAGS.image_size or config["image_encoder"]["image_size"]
-        sequence_length = FLAGS.sequence_length or config["text_encoder"]["sequence_length"]
-        corpus = synthetic.captions(FLAGS.train_examples, seed=FLAGS.seed)
-        tokenizer = caption_tokenizer(learn_vocabulary(corpus, FLAGS.vocabulary_size))
-        preprocessor = CLIPPreprocessor(
-            tokenizer, image_converter(image_size), sequence_length=sequence_length
-        )
-        schedule = {}
-        if FLAGS.local_negative_steps:
-            schedule = dict(
-                local_steps=FLAGS.local_negative_steps,
-                local_batch_size=FLAGS.local_batch_size or FLAGS.batch_size // 2,
-            )
-        model = CLIP.from_preset(
-            FLAGS.preset, preprocessor=preprocessor, image_size=image_size, **schedule
-        )
+    model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+    image_size = _image_size(model)
     model.compile(
         learning_rate=FLAGS.learning_rate,
         weight_decay=FLAGS.weight_decay,
@@ -157,13 +300,13 @@ def main(argv):
         total_steps=FLAGS.steps,
     )
     print(
-        f"backend={keras.config.backend()} preset={FLAGS.preset} "
+        f"backend={keras.config.backend()} model={FLAGS.model} preset={FLAGS.preset} "
         f"params={model.count_params():,} image_size={image_size} "
         f"batch={FLAGS.batch_size} steps={FLAGS.steps}",
         flush=True,
     )
 
-    data = _training_data(synthetic, image_size)
+    data = _training_data(model, synthetic, image_size)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps)
     epochs = -(-FLAGS.steps // steps_per_epoch)
     history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2)
@@ -172,26 +315,18 @@ def main(argv):
     preset_dir = os.path.join(output_dir, "preset")
     model.save_to_preset(preset_dir)
     results = {k: float(v[-1]) for k, v in history.history.items()}
-    results.update(_evaluate(model, synthetic, image_size))
+    results.update({f"first_epoch/{k}": float(v[0]) for k, v in history.history.items()})
+    results.update(_held_out_losses(model, synthetic, image_size))
+    if FLAGS.model in CONTRASTIVE_MODELS:
+        results.update(_zero_shot_and_retrieval(model, synthetic, image_size))
+    if FLAGS.model in MASKED_MODELS and FLAGS.reconstructions:
+        _write_reconstructions(model, synthetic, image_size, os.path.join(output_dir, "reconstructions.png"))
     results["seconds/train"] = train_seconds
     results["seconds/total"] = time.time() - started
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
 
-    n = FLAGS.eval_examples
-    print(f"\nZero-shot top-1 on {n} held-out single-object synthetic images:")
-    print(f"  {'task':<8} {'classes':>7} {'top-1':>7} {'chance':>7}")
-    for task in ("object", "colour", "shape"):
-        classes = len(synthetic.CLASS_NAMES[task])
-        print(
-            f"  {task:<8} {classes:>7} {results[f'zero_shot/{task}/top1']:>7.3f} "
-            f"{results[f'zero_shot/{task}/chance']:>7.3f}"
-        )
-    print(
-        f"Retrieval on {n} held-out scenes (chance R@1 {1 / n:.3f}): "
-        f"image→text R@1 {results['retrieval/image_to_text_R@1']:.3f}, "
-        f"text→image R@1 {results['retrieval/text_to_image_R@1']:.3f}"
-    )
+    _print_summary(results, FLAGS.model)
     print(
         f"Trained in {train_seconds:.0f} s; preset saved to {preset_dir}; "
         f"metrics in {os.path.join(output_dir, 'metrics.json')}"
