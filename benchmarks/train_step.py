@@ -1,4 +1,4 @@
-"""CLIP training-step throughput on the "bench-small" workload, per backend.
+"""CLIP and MAE-CLIP training-step throughput on "bench-small", per backend.
 
 What it measures
 ----------------
@@ -6,7 +6,13 @@ Training throughput (samples/s) of `keras_maeclip.models.CLIP` built from the
 named preset `clip_bench_small` (random init): images 128², patch 16, vision
 tower 384 wide × 6 layers × 6 heads, text tower vocabulary 30522 × 32 tokens,
 256 wide × 6 layers × 4 heads, joint embedding 256, GAP pooling, batch 64,
-float32, the default `CLIP.compile()` optimizer (AdamW with decay exclusions).
+float32, the default `compile()` optimizer (AdamW with decay exclusions);
+and of `keras_maeclip.models.MAECLIP` from `maeclip_bench_small`: the same
+towers plus a cross-modal decoder 256 wide × 4 blocks × 8 heads, image mask
+0.75 (the image tower sees 16 of 64 patches), text mask 0.15, one pass
+(`contrastive_view="masked"`), random masking, loss weights 0.05 / 0.1.
+The parent prints the MAE-CLIP / CLIP median step-time ratio per backend;
+the two models of a backend run back to back.
 
 Each backend (JAX, TensorFlow, PyTorch) runs in its own subprocess, because
 `KERAS_BACKEND` must be set before Keras is imported. The child trains with
@@ -33,7 +39,8 @@ PyTorch, since `torch.compile` takes very long to compile on CPU; pass
 
 How to run
 ----------
-    python benchmarks/train_step.py                       # all backends
+    python benchmarks/train_step.py                       # all backends, both models
+    python benchmarks/train_step.py --models=clip         # CLIP only
     python benchmarks/train_step.py --backends=jax --steps=50
     python benchmarks/train_step.py --dtype=mixed_bfloat16 --output_json=r.json
     python benchmarks/train_step.py --steps=3 --warmup=1 --batch_size=8  # smoke
@@ -67,6 +74,7 @@ from absl import app
 from absl import flags
 
 _BACKENDS = ("jax", "tensorflow", "torch")
+_MODELS = ("clip", "maeclip")
 _RESULT_PREFIX = "BENCH_RESULT_JSON: "
 _INPUT_METHOD = (
     "tf.data.Dataset.from_tensors(batch).repeat() on every backend "
@@ -80,7 +88,10 @@ flags.DEFINE_integer(
     "warmup", 3, "Untimed warm-up steps; the first includes compilation.", lower_bound=1
 )
 flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
+flags.DEFINE_list("models", ["clip", "maeclip"], "Models to time on each backend: clip, maeclip.")
 flags.DEFINE_string("preset", "clip_bench_small", "CLIP architecture preset name.")
+flags.DEFINE_string("maeclip_preset", "maeclip_bench_small", "MAE-CLIP architecture preset name.")
+flags.DEFINE_float("mask_ratio", 0.75, "MAE-CLIP image mask ratio.")
 flags.DEFINE_enum(
     "jit",
     "auto",
@@ -109,6 +120,7 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_bool("worker", False, "Internal: run one backend in this process.")
 flags.DEFINE_enum("backend", None, list(_BACKENDS), "Internal: the worker's backend.")
+flags.DEFINE_enum("model", "clip", list(_MODELS), "Internal: the worker's model.")
 
 
 # --------------------------------------------------------------------------
@@ -234,17 +246,32 @@ def _tower_flops(tokens, width, layers, mlp_ratio):
 def analytic_flops_per_sample(model, batch_size):
     """Training FLOPs per sample: matmuls + attention, backward = 2× forward.
 
-    Ignores norms, activations, softmax, embeddings lookups and the optimizer.
+    For MAE-CLIP the image tower runs on the kept patches only (one pass,
+    `contrastive_view="masked"`) and the decoder adds its blocks over all
+    patches + text tokens and its pixel and vocabulary heads. Ignores norms,
+    activations, softmax, embeddings lookups and the optimizer.
     """
     bb = model.backbone
     img, txt = bb.image_encoder, bb.text_encoder
-    tokens = img.num_patches + (1 if img.use_class_token else 0)
+    decoder = getattr(model, "decoder", None)
+    patches = img.num_patches
+    if decoder is not None:
+        if model.contrastive_view != "masked" or model.masking != "random":
+            raise ValueError("The FLOP count covers MAE-CLIP's one-pass random masking only.")
+        patches = max(1, int(round(img.num_patches * (1 - model.image_mask_ratio))))
+    tokens = patches + (1 if img.use_class_token else 0)
     forward = 2 * img.num_patches * img.patch_size**2 * img.num_channels * img.hidden_dim
     forward += _tower_flops(tokens, img.hidden_dim, img.num_layers, img.mlp_ratio)
     forward += _tower_flops(txt.sequence_length, txt.hidden_dim, txt.num_layers, txt.mlp_ratio)
     embed = bb.embedding_dim
     forward += 2 * (img.hidden_dim + txt.hidden_dim) * embed  # projections
     forward += 2 * batch_size * embed  # this sample's row of the logits
+    if decoder is not None:
+        width, length = decoder.hidden_dim, decoder.num_patches + txt.sequence_length
+        forward += 2 * (patches * img.hidden_dim + txt.sequence_length * txt.hidden_dim) * width
+        forward += _tower_flops(length, width, decoder.num_layers, decoder.mlp_ratio)
+        forward += 2 * decoder.num_patches * width * decoder.patch_size**2 * decoder.num_channels
+        forward += 2 * txt.sequence_length * width * decoder.vocabulary_size
     return 3 * forward
 
 
@@ -252,15 +279,17 @@ def run_worker(backend):
     """Build, compile and time the model; return a result dict."""
     if FLAGS.threads:
         _pin_threads(FLAGS.threads)
+    preset = FLAGS.maeclip_preset if FLAGS.model == "maeclip" else FLAGS.preset
     result = {
         "backend": backend,
+        "model": FLAGS.model,
         "jit_compile": _jit_for(backend),
         "input": _INPUT_METHOD,
         "dtype": FLAGS.dtype,
         "batch_size": FLAGS.batch_size,
         "warmup": FLAGS.warmup,
         "steps": FLAGS.steps,
-        "preset": FLAGS.preset,
+        "preset": preset,
         "affinity": sorted(os.sched_getaffinity(0)),
         "loadavg_start": os.getloadavg(),
     }
@@ -268,7 +297,7 @@ def run_worker(backend):
     import keras
     import numpy as np
 
-    from keras_maeclip.models import CLIP
+    from keras_maeclip.models import CLIP, MAECLIP
 
     assert keras.backend.backend() == backend, keras.backend.backend()
     result["threads"] = _backend_threads(backend, FLAGS.threads)
@@ -277,9 +306,14 @@ def run_worker(backend):
     keras.utils.set_random_seed(FLAGS.seed)
     keras.config.set_dtype_policy(FLAGS.dtype)
     t_build = time.perf_counter()
-    model = CLIP.from_preset(FLAGS.preset, compile=False)
+    if FLAGS.model == "maeclip":
+        model = MAECLIP.from_preset(
+            preset, image_mask_ratio=FLAGS.mask_ratio, seed=FLAGS.seed, compile=False
+        )
+    else:
+        model = CLIP.from_preset(preset, compile=False)
     if model.preprocessor is not None:
-        raise ValueError(f"Preset {FLAGS.preset!r} has a preprocessor; expected none.")
+        raise ValueError(f"Preset {preset!r} has a preprocessor; expected none.")
     model.compile(jit_compile=result["jit_compile"], steps_per_execution=1)
     result["build_s"] = time.perf_counter() - t_build
     result["params"] = int(model.count_params())
@@ -372,12 +406,15 @@ def worker_main(backend):
 # --------------------------------------------------------------------------
 
 
-def _worker_command(backend):
+def _worker_command(backend, model):
     args = [
         sys.executable,
         os.path.abspath(__file__),
         "--worker",
         f"--backend={backend}",
+        f"--model={model}",
+        f"--maeclip_preset={FLAGS.maeclip_preset}",
+        f"--mask_ratio={FLAGS.mask_ratio}",
         f"--steps={FLAGS.steps}",
         f"--warmup={FLAGS.warmup}",
         f"--batch_size={FLAGS.batch_size}",
@@ -392,20 +429,20 @@ def _worker_command(backend):
     return args
 
 
-def run_backend(backend):
+def run_backend(backend, model):
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            _worker_command(backend),
+            _worker_command(backend, model),
             env=env,
             capture_output=True,
             text=True,
             timeout=FLAGS.timeout,
         )
     except subprocess.TimeoutExpired:
-        return {"backend": backend, "ok": False,
+        return {"backend": backend, "model": model, "ok": False,
                 "error": f"timed out after {FLAGS.timeout} s",
                 "wall_s": time.perf_counter() - start}
     wall = time.perf_counter() - start
@@ -415,22 +452,23 @@ def run_backend(backend):
             result = json.loads(line[len(_RESULT_PREFIX):])
     if result is None:
         tail = (proc.stderr or "").strip().splitlines()[-1:] or ["(no stderr)"]
-        result = {"backend": backend, "ok": False,
+        result = {"backend": backend, "model": model, "ok": False,
                   "error": f"worker exited with code {proc.returncode}: {tail[0]}"}
     if not result.get("ok"):
-        sys.stderr.write(f"--- {backend} worker stderr (tail) ---\n")
+        sys.stderr.write(f"--- {model} on {backend}: worker stderr (tail) ---\n")
         sys.stderr.write("\n".join((proc.stderr or "").splitlines()[-30:]) + "\n")
     result["wall_s"] = wall
     return result
 
 
 def _fmt_table(rows):
-    header = ["backend", "jit", "median step (s)", "samples/s", "min / max (s)",
+    header = ["model", "backend", "jit", "median step (s)", "samples/s", "min / max (s)",
               "compile/first step (s)", "GFLOP/s"]
     lines = []
     for r in rows:
         if r.get("ok"):
             lines.append([
+                r["model"],
                 r["backend"],
                 str(r["jit_compile"]),
                 f"{r['median_step_s']:.3f}",
@@ -440,7 +478,7 @@ def _fmt_table(rows):
                 f"{r['gflops_per_s']:.0f}",
             ])
         else:
-            lines.append([r["backend"], str(r.get("jit_compile", "-")), "FAILED (see below)",
+            lines.append([r["model"], r["backend"], str(r.get("jit_compile", "-")), "FAILED (see below)",
                           "-", "-", "-", "-"])
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -449,13 +487,26 @@ def _fmt_table(rows):
     return "\n".join(out)
 
 
+def _ratios(rows):
+    """MAE-CLIP / CLIP median step time for each backend where both ran."""
+    by_key = {(r["backend"], r["model"]): r for r in rows if r.get("ok")}
+    return {
+        backend: by_key[(backend, "maeclip")]["median_step_s"] / by_key[(backend, "clip")]["median_step_s"]
+        for backend in FLAGS.backends
+        if (backend, "maeclip") in by_key and (backend, "clip") in by_key
+    }
+
+
 def parent_main():
     unknown = [b for b in FLAGS.backends if b not in _BACKENDS]
     if unknown:
         raise app.UsageError(f"Unknown backends {unknown}; choose from {_BACKENDS}.")
     facts = machine_facts()
     v = facts["versions"]
-    print("# CLIP train-step benchmark (keras_maeclip)")
+    unknown = [m for m in FLAGS.models if m not in _MODELS]
+    if unknown:
+        raise app.UsageError(f"Unknown models {unknown}; choose from {_MODELS}.")
+    print("# CLIP / MAE-CLIP train-step benchmark (keras_maeclip)")
     print(f"date:      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"platform:  {facts['platform']}")
     print(f"cpu:       {facts['cpu_model']}; os.cpu_count()={facts['cpu_count']}; "
@@ -465,7 +516,10 @@ def parent_main():
     print("versions:  " + ", ".join(f"{k} {val}" for k, val in v.items()))
     print(f"workload:  preset {FLAGS.preset!r} (bench-small: image 128², patch 16, vision "
           f"384×6 layers×6 heads, text vocab 30522 × 32 tokens, 256×6 layers×4 heads, "
-          f"embed 256, GAP pooling), default CLIP.compile() AdamW")
+          f"embed 256, GAP pooling), default compile() AdamW; MAE-CLIP: preset "
+          f"{FLAGS.maeclip_preset!r} (the same towers + cross-modal decoder 256×4 blocks×8 "
+          f"heads), image mask {FLAGS.mask_ratio}, text mask 0.15, one pass "
+          f"(contrastive_view='masked'), random masking")
     print(f"settings:  batch {FLAGS.batch_size}, dtype {FLAGS.dtype}, warm-up {FLAGS.warmup} "
           f"+ timed {FLAGS.steps} steps, steps_per_execution=1, jit={FLAGS.jit}"
           f"{' (torch_compile)' if FLAGS.torch_compile else ''}, "
@@ -478,21 +532,28 @@ def parent_main():
     sys.stdout.flush()
 
     rows = []
+    # Models back to back per backend, so both see the same machine state.
     for backend in FLAGS.backends:
-        sys.stderr.write(f"[train_step] running {backend} ...\n")
-        sys.stderr.flush()
-        r = run_backend(backend)
-        sys.stderr.write(f"[train_step] {backend}: "
-                         f"{'ok' if r.get('ok') else 'FAILED'} in {r['wall_s']:.0f} s\n")
-        sys.stderr.flush()
-        rows.append(r)
+        for model in FLAGS.models:
+            sys.stderr.write(f"[train_step] running {model} on {backend} ...\n")
+            sys.stderr.flush()
+            r = run_backend(backend, model)
+            sys.stderr.write(f"[train_step] {model} on {backend}: "
+                             f"{'ok' if r.get('ok') else 'FAILED'} in {r['wall_s']:.0f} s\n")
+            sys.stderr.flush()
+            rows.append(r)
 
     print()
     print(_fmt_table(rows))
+    ratios = _ratios(rows)
+    if ratios:
+        print()
+        print("MAE-CLIP / CLIP median step time, per backend: " + ", ".join(
+            f"{b} {x:.2f}" for b, x in ratios.items()))
     print()
     for r in rows:
         if r.get("ok"):
-            print(f"{r['backend']}: params {r['params']:,}, "
+            print(f"{r['model']} on {r['backend']}: params {r['params']:,}, "
                   f"{r['flops_per_sample'] / 1e9:.2f} GFLOP/sample (analytic), "
                   f"mean step {r['mean_step_s']:.3f} s, loss {r['loss_first']:.3f} -> "
                   f"{r['loss_last']:.3f}, max RSS {r.get('max_rss_gib', 0):.1f} GiB, "
@@ -500,7 +561,7 @@ def parent_main():
                   f"load avg {r['loadavg_start'][0]:.2f} -> {r['loadavg_end'][0]:.2f}, "
                   f"worker wall {r['wall_s']:.0f} s")
         else:
-            print(f"{r['backend']}: FAILED: {r.get('error', '?')}")
+            print(f"{r['model']} on {r['backend']}: FAILED: {r.get('error', '?')}")
     print()
     for r in rows:
         print(json.dumps(r))
@@ -509,9 +570,11 @@ def parent_main():
             json.dump({"machine": facts, "flags": {
                 "backends": FLAGS.backends, "steps": FLAGS.steps, "warmup": FLAGS.warmup,
                 "batch_size": FLAGS.batch_size, "preset": FLAGS.preset, "jit": FLAGS.jit,
+                "models": FLAGS.models, "maeclip_preset": FLAGS.maeclip_preset,
+                "mask_ratio": FLAGS.mask_ratio,
                 "torch_compile": FLAGS.torch_compile, "dtype": FLAGS.dtype,
                 "threads": FLAGS.threads, "seed": FLAGS.seed,
-            }, "results": rows}, f, indent=2)
+            }, "results": rows, "maeclip_over_clip_step_time": ratios}, f, indent=2)
     return 0 if all(r.get("ok") for r in rows) else 1
 
 
