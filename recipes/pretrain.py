@@ -54,7 +54,7 @@ flags.DEFINE_enum("contrastive_view", None, ["masked", "full"], "maeclip: contra
 flags.DEFINE_bool("norm_pix_loss", True, "Per-patch normalised pixel targets (MAE's norm_pix_loss).")
 flags.DEFINE_integer("reconstructions", 8, "Held-out images in reconstructions.png for masked models (0: none).")
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and held-out split.")
-flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<model>_<preset>).")
+flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]).")
 
 
 DEFAULT_PRESETS = {
@@ -250,7 +250,8 @@ def _write_reconstructions(model, synthetic, image_size, path):
         inputs = model.preprocessor(raw)
     else:
         inputs = {"images": image_converter(image_size)(raw["images"].astype("float32"))}
-    title = f"{FLAGS.model} ({FLAGS.preset}) after {FLAGS.steps} steps, held-out synthetic scenes"
+    pooling = f", {FLAGS.pooling} pooling" if FLAGS.pooling else ""
+    title = f"{FLAGS.model} ({FLAGS.preset}{pooling}) after {FLAGS.steps} steps, held-out synthetic scenes"
     return save_reconstruction_grid(model, inputs, path, max_images=FLAGS.reconstructions, title=title)
 
 
@@ -287,7 +288,8 @@ def main(argv):
     FLAGS.preset = FLAGS.preset or DEFAULT_PRESETS[FLAGS.model]
     keras.utils.set_random_seed(FLAGS.seed)
     preset_name = os.path.basename(FLAGS.preset.rstrip("/"))
-    output_dir = FLAGS.output_dir or os.path.join("runs", f"{FLAGS.model}_{preset_name}")
+    run_name = preset_name + (f"_{FLAGS.pooling}" if FLAGS.pooling else "")
+    output_dir = FLAGS.output_dir or os.path.join("runs", run_name)
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
 
