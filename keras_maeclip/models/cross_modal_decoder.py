@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from keras_maeclip.layers.position import SinCosPositionEncoding2D
+from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 
@@ -104,18 +105,10 @@ class CrossModalDecoder(keras.layers.Layer):
         dense = dict(dtype=self.dtype_policy)
         self.image_projection = keras.layers.Dense(hidden_dim, name="image_projection", **dense)
         self.position_encoding = SinCosPositionEncoding2D(grid, name="position_encoding", **dense)
-        self.blocks = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=int(round(hidden_dim * mlp_ratio)),
-                num_heads=num_heads,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                name=f"block_{i}",
-                **dense,
-            )
-            for i in range(num_layers)
-        ]
+        self.blocks = pre_ln_blocks(
+            num_layers, hidden_dim, num_heads, mlp_ratio, 0.0, layer_norm_epsilon,
+            self.dtype_policy, prefix="block",
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, name="final_norm", **dense
         )

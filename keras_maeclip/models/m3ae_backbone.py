@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from keras_maeclip.layers import ModalityEmbedding, PatchEmbedding, SinCosPositionEncoding2D
+from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 IMAGE_MODALITY = 0
@@ -123,19 +124,9 @@ class M3AEBackbone(keras_hub.models.Backbone):
         self.type_embedding = ModalityEmbedding(
             num_modalities=2, dtype=dtype, name="type_embedding"
         )
-        self.transformer_layers = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=int(round(hidden_dim * mlp_ratio)),
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=dtype,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.transformer_layers = pre_ln_blocks(
+            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )

@@ -3,6 +3,7 @@
 import keras
 import keras_hub
 
+from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 
@@ -79,19 +80,9 @@ class TextEncoder(keras_hub.models.Backbone):
             dtype=dtype,
             name="position_embedding",
         )
-        self.transformer_layers = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=int(round(hidden_dim * mlp_ratio)),
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=dtype,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.transformer_layers = pre_ln_blocks(
+            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )

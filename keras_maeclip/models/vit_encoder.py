@@ -4,6 +4,7 @@ import keras
 import keras_hub
 
 from keras_maeclip.layers import ClassToken, PatchEmbedding, SinCosPositionEncoding2D
+from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 
@@ -90,19 +91,9 @@ class ViTEncoder(keras_hub.models.Backbone):
         self.class_token = (
             ClassToken(dtype=dtype, name="class_token") if use_class_token else None
         )
-        self.transformer_layers = [
-            keras_hub.layers.TransformerEncoder(
-                intermediate_dim=int(round(hidden_dim * mlp_ratio)),
-                num_heads=num_heads,
-                dropout=dropout,
-                activation="gelu",
-                layer_norm_epsilon=layer_norm_epsilon,
-                normalize_first=True,
-                dtype=dtype,
-                name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.transformer_layers = pre_ln_blocks(
+            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype
+        )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )

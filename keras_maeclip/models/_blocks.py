@@ -1,0 +1,24 @@
+"""The pre-LN transformer stack every encoder and the decoder are built from."""
+
+import keras_hub
+
+
+def pre_ln_blocks(num_layers, hidden_dim, num_heads, mlp_ratio=4.0, dropout=0.0,
+                  layer_norm_epsilon=1e-6, dtype=None, prefix="transformer_layer"):
+    """`num_layers` pre-LN `keras_hub.layers.TransformerEncoder` blocks (GELU MLP).
+
+    Layers are named `f"{prefix}_{i}"`; saved weights depend on the names.
+    """
+    return [
+        keras_hub.layers.TransformerEncoder(
+            intermediate_dim=int(round(hidden_dim * mlp_ratio)),
+            num_heads=num_heads,
+            dropout=dropout,
+            activation="gelu",
+            layer_norm_epsilon=layer_norm_epsilon,
+            normalize_first=True,
+            dtype=dtype,
+            name=f"{prefix}_{i}",
+        )
+        for i in range(num_layers)
+    ]
