@@ -62,11 +62,28 @@ def zero_shot_accuracy(image_embeddings, labels, classifier, top_k=(1, 5)):
     {'top1': 1.0}
     """
     scores = np.asarray(image_embeddings, np.float64) @ np.asarray(classifier, np.float64).T
+    return top_k_accuracy(scores, labels, top_k)
+
+
+def top_k_accuracy(scores, labels, top_k=(1, 5)):
+    """Share of rows whose label is among the K highest scores.
+
+    Args:
+        scores: array `(n, num_classes)`.
+        labels: int array `(n,)`.
+        top_k: iterable of int; K above the class count is clipped to it.
+
+    Returns:
+        dict `{"top1": ..., ...}` in [0, 1].
+
+    Example:
+    >>> top_k_accuracy(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1], (1, 2))
+    {'top1': 0.5, 'top2': 1.0}
+    """
+    scores = np.asarray(scores)
     labels = np.asarray(labels).reshape(-1)
     if len(labels) != len(scores) or len(labels) == 0:
-        raise ValueError(
-            f"zero_shot_accuracy: {len(scores)} embeddings but {len(labels)} labels."
-        )
+        raise ValueError(f"{len(scores)} rows of scores but {len(labels)} labels.")
     order = np.argsort(-scores, axis=1)
     out = {}
     for k in top_k:

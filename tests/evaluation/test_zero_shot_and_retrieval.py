@@ -51,7 +51,7 @@ def test_zero_shot_accuracy_topk():
     out = zero_shot_accuracy(embeddings, labels, classifier, top_k=(1, 2, 10))
     # Row 0 (label 1) ranks class 0 first and class 1 second; the others hit.
     assert out == {"top1": 0.75, "top2": 1.0, "top10": 1.0}
-    with pytest.raises(ValueError, match="4 embeddings but 3 labels"):
+    with pytest.raises(ValueError, match="4 rows of scores but 3 labels"):
         zero_shot_accuracy(embeddings, labels[:3], classifier)
 
 
