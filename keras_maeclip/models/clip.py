@@ -10,7 +10,6 @@ from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip_backbone import CLIPBackbone
 from keras_maeclip.models.preprocessor import CLIPPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
-from keras_maeclip.models.presets import is_directory_preset
 
 CONTRASTIVE_METRICS = (
     "contrastive_loss",
@@ -60,8 +59,10 @@ class CLIP(PretrainingTask):
     backbone_cls = CLIPBackbone
     preprocessor_cls = CLIPPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
-    task_keys = ("preprocessor", "negatives", "local_batch_size", "local_steps",
-                 "init_logit_scale", "max_logit_scale", "compile", "name")
+    task_keys = PretrainingTask.task_keys + (
+        "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",
+    )
+    text_overrides = "text_encoder"
 
     def __init__(
         self,
@@ -133,35 +134,5 @@ class CLIP(PretrainingTask):
         return config
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Build from a named architecture preset or load a preset directory.
-
-        Args:
-            preset: a name from `keras_maeclip.models.list_presets()`
-                (randomly initialised architecture) or a directory written by
-                `save_to_preset()` (config, weights, tokenizer vocabulary).
-            load_weights: bool. For a directory, load the saved weights.
-            **kwargs: for a named preset, the task arguments of `CLIP` (incl.
-                `preprocessor`) and backbone overrides (see
-                `keras_maeclip.models.preset_config`); with a `preprocessor`
-                the text tower is sized to its vocabulary and sequence length
-                unless given. For a directory, keras-hub loader arguments.
-
-        Example:
-        >>> CLIP.from_preset("nope")
-        Traceback (most recent call last):
-        ValueError: Unknown preset 'nope'. Available presets: ...
-        """
-        if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
-        preprocessor = task_kwargs.get("preprocessor")
-        if preprocessor is not None:
-            kwargs.setdefault("vocabulary_size", preprocessor.tokenizer.vocabulary_size())
-            kwargs.setdefault("sequence_length", preprocessor.sequence_length)
-        return cls(**cls.build_parts(preset, **kwargs), **task_kwargs)
-
-    @classmethod
     def build_parts(cls, preset, **overrides):
-        """The randomly initialised layers of a named preset, as constructor kwargs."""
         return {"backbone": cls.backbone_cls.from_preset(preset, **overrides)}

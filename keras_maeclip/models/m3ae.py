@@ -9,7 +9,7 @@ from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.preprocessor import CLIPPreprocessor, resolve_text_mask_ids
-from keras_maeclip.models.presets import build_m3ae_parts, is_directory_preset
+from keras_maeclip.models.presets import build_m3ae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
 
 _INPUT_KEYS = ("images", "token_ids", "padding_mask")
@@ -84,11 +84,11 @@ class M3AE(PretrainingTask):
     backbone_cls = M3AEBackbone
     preprocessor_cls = CLIPPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
-    task_keys = (
+    task_keys = PretrainingTask.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",
-        "norm_pix_loss", "mask_token_id", "special_token_ids", "seed", "preprocessor",
-        "compile", "name",
+        "norm_pix_loss", "mask_token_id", "special_token_ids", "seed",
     )
+    text_overrides = "encoder"
 
     def __init__(
         self,
@@ -199,42 +199,9 @@ class M3AE(PretrainingTask):
         return config
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """A named M3AE architecture (see `list_presets()`) or a preset directory.
-
-        Args:
-            preset: an `m3ae_*` name (randomly initialised architecture) or a
-                directory written by `save_to_preset()` (config, weights,
-                tokenizer vocabulary).
-            load_weights: bool. For a directory, load the saved weights.
-            **kwargs: for a name, the task arguments of `M3AE` (incl.
-                `preprocessor`) and architecture overrides (`image_size=`,
-                `vocabulary_size=`, `encoder={...}`, `decoder={...}`; see
-                `keras_maeclip.models.presets.build_m3ae_parts`). With a
-                `preprocessor`, the vocabulary and sequence length follow it
-                unless given. For a directory, keras-hub loader arguments.
-
-        Example:
-        >>> M3AE.from_preset("nope")
-        Traceback (most recent call last):
-        ValueError: Unknown preset 'nope'. Available presets: ...
-        """
-        if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
-        preprocessor = task_kwargs.get("preprocessor")
-        if preprocessor is not None:
-            nested = kwargs.get("encoder") or {}
-            sizes = {
-                "vocabulary_size": preprocessor.tokenizer.vocabulary_size(),
-                "sequence_length": preprocessor.sequence_length,
-            }
-            for key, value in sizes.items():
-                if key not in nested:
-                    kwargs.setdefault(key, value)
-        backbone, decoder = build_m3ae_parts(preset, **kwargs)
-        return cls(backbone=backbone, decoder=decoder, **task_kwargs)
-
+    def build_parts(cls, preset, **overrides):
+        backbone, decoder = build_m3ae_parts(preset, **overrides)
+        return {"backbone": backbone, "decoder": decoder}
 
 def _check_decoder(backbone, decoder):
     if decoder.num_patches != backbone.num_patches or decoder.patch_size != backbone.patch_size:

@@ -7,7 +7,7 @@ from keras_maeclip.layers import random_masking
 from keras_maeclip.losses import pixel_reconstruction_loss
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
-from keras_maeclip.models.presets import build_mae_parts, is_directory_preset
+from keras_maeclip.models.presets import build_mae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
 from keras_maeclip.models.vit_encoder import ViTEncoder
 
@@ -45,6 +45,7 @@ class MAE(PretrainingTask):
     """
 
     backbone_cls = ViTEncoder
+    task_keys = PretrainingTask.task_keys + ("mask_ratio", "norm_pix_loss", "seed")
 
     def __init__(
         self,
@@ -114,16 +115,6 @@ class MAE(PretrainingTask):
         return config
 
     @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """A named MAE architecture (see `list_presets()`) or a preset directory.
-
-        For a name, `mask_ratio`, `norm_pix_loss`, `seed`, `preprocessor`,
-        `compile` go to the task and the rest (e.g. `image_size=`,
-        `decoder={...}`) override the architecture.
-        """
-        if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
-        task_keys = ("mask_ratio", "norm_pix_loss", "seed", "preprocessor", "compile", "name")
-        task_kwargs = {k: kwargs.pop(k) for k in task_keys if k in kwargs}
-        encoder, decoder = build_mae_parts(preset, **kwargs)
-        return cls(backbone=encoder, decoder=decoder, **task_kwargs)
+    def build_parts(cls, preset, **overrides):
+        encoder, decoder = build_mae_parts(preset, **overrides)
+        return {"backbone": encoder, "decoder": decoder}

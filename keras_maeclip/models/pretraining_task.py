@@ -4,6 +4,8 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_maeclip.models.presets import is_directory_preset
+
 
 def default_optimizer(
     variables,
@@ -110,6 +112,12 @@ class PretrainingTask(keras_hub.models.Task):
         **kwargs: `keras_hub.models.Task` arguments.
     """
 
+    # Constructor arguments that `from_preset` passes to the task; the other
+    # keyword arguments override the named architecture.
+    task_keys = ("preprocessor", "compile", "name")
+    # The preset override group holding the text tower's sizes, if any.
+    text_overrides = None
+
     def __init__(self, metric_names=(), **kwargs):
         super().__init__(compile=False, **kwargs)
         # Keras tracks metrics held in a dict attribute: fit resets and logs them.
@@ -178,6 +186,48 @@ class PretrainingTask(keras_hub.models.Task):
             )
         kwargs.pop("loss", None)
         super().compile(optimizer=optimizer, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Build from a named architecture preset or load a preset directory.
+
+        Args:
+            preset: a name from `keras_maeclip.models.list_presets()` (an
+                architecture, randomly initialised: no pretrained weights ship
+                with the library) or a directory written by
+                `save_to_preset()` (config, weights, tokenizer vocabulary).
+            load_weights: bool. For a directory, load the saved weights.
+            **kwargs: for a name, the task's arguments (`task_keys`, incl.
+                `preprocessor`) and architecture overrides (e.g.
+                `image_size=`, `decoder={...}`); with a preprocessor that
+                has a tokenizer, the text tower's vocabulary and sequence
+                length follow it unless given. For a directory, keras-hub
+                loader arguments.
+
+        Example:
+        >>> CLIP.from_preset("nope")
+        Traceback (most recent call last):
+        ValueError: Unknown preset 'nope'. Available presets: ...
+        """
+        if is_directory_preset(preset):
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
+        preprocessor = task_kwargs.get("preprocessor")
+        if cls.text_overrides is not None and preprocessor is not None:
+            given = kwargs.get(cls.text_overrides) or {}
+            sizes = {
+                "vocabulary_size": preprocessor.tokenizer.vocabulary_size(),
+                "sequence_length": preprocessor.sequence_length,
+            }
+            for key, value in sizes.items():
+                if key not in given:
+                    kwargs.setdefault(key, value)
+        return cls(**cls.build_parts(preset, **kwargs), **task_kwargs)
+
+    @classmethod
+    def build_parts(cls, preset, **overrides):
+        """The randomly initialised layers of a named preset, as constructor kwargs."""
+        raise NotImplementedError(f"{cls.__name__} does not build named presets.")
 
     def get_config(self):
         config = super().get_config()
