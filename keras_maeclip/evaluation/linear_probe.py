@@ -1,4 +1,4 @@
-"""Linear probe: a frozen image encoder's pooled features → BatchNorm + Dense."""
+"""Linear probe: a frozen image encoder's pooled features → standardise + Dense."""
 
 import keras
 import numpy as np
@@ -83,7 +83,13 @@ def image_features(model, images, pooling=None, batch_size=256):
 
 def train_linear_probe(features, labels, num_classes, epochs=30, learning_rate=1e-2,
                        batch_size=256, seed=0):
-    """Fit BatchNorm (no affine) + Dense on cached features with `fit`.
+    """Fit a non-affine standardisation + Dense on cached features with `fit`.
+
+    The standardisation is a `keras.layers.Normalization` adapted to the
+    training features: the statistics a BatchNorm without affine parameters
+    converges to. (A BatchNorm layer would predict with moving averages
+    that, for a head trained for tens of steps, are still near their
+    initial values — the probe then collapses to one class at test time.)
 
     Args:
         features: float array `(n, dim)`.
@@ -104,10 +110,12 @@ def train_linear_probe(features, labels, num_classes, epochs=30, learning_rate=1
         raise ValueError(f"linear probe: {len(features)} feature rows but {len(labels)} labels.")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"linear probe: labels must lie in [0, {num_classes}); got {labels.min()}..{labels.max()}.")
+    standardise = keras.layers.Normalization(axis=-1, name="standardise")
+    standardise.adapt(features)
     head = keras.Sequential(
         [
             keras.Input(shape=(features.shape[1],)),
-            keras.layers.BatchNormalization(center=False, scale=False),
+            standardise,
             keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)),
         ],
         name="linear_probe",

@@ -23,8 +23,23 @@ def test_head_separates_linearly_separable_features():
     head = train_linear_probe(features[:150], labels[:150], 4, epochs=40)
     scores = keras.ops.convert_to_numpy(head(features[150:], training=False))
     assert top_k_accuracy(scores, labels[150:], (1,))["top1"] == 1.0
-    batch_norm = head.layers[0]
-    assert not batch_norm.center and not batch_norm.scale  # no affine parameters
+    standardise = head.layers[0]
+    assert isinstance(standardise, keras.layers.Normalization)
+    assert not standardise.trainable_weights  # no affine parameters
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(standardise.mean)[0], features[:150].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(standardise.variance)[0], features[:150].var(0), rtol=1e-4)
+
+
+def test_head_predicts_with_the_training_statistics_of_tiny_features():
+    # Features as small and offset as a LayerNorm'd encoder's: a BatchNorm head
+    # would predict with moving averages still near (0, 1) and collapse to one class.
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16)) * 0.02 + 0.5
+    labels = rng.integers(0, 3, 300)
+    features = centres[labels] + rng.normal(size=(300, 16)) * 0.002
+    head = train_linear_probe(features[:200], labels[:200], 3, epochs=20)
+    scores = head.predict(features[200:], verbose=0)
+    assert top_k_accuracy(scores, labels[200:], (1,))["top1"] == 1.0
 
 
 def test_top_k_accuracy_matches_a_hand_count():
@@ -72,3 +87,30 @@ def test_clear_errors(preprocessor):
         train_linear_probe(np.zeros((3, 2)), [0, 1, 5], 3)
     with pytest.raises(ValueError, match="3 feature rows but 2 labels"):
         train_linear_probe(np.zeros((3, 2)), [0, 1], 3)
+
+
+def test_probe_on_a_trained_tiny_clip_beats_a_random_encoder(vocabulary):
+    """Contrastive pretraining must help the probe (colour of single-object scenes).
+
+    512 steps of batch 32 take the contrastive loss from chance (3.47) to
+    about 1.3; measured top-1 with JAX: trained 0.96, random 0.45 (chance 0.17).
+    """
+    from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+
+    captions = synthetic.captions(1024, seed=0, image_size=16, max_objects=1)
+    preprocessor = CLIPPreprocessor(
+        caption_tokenizer(learn_vocabulary(captions, 300)), image_converter(16), sequence_length=16
+    )
+    train = next(synthetic.synthetic_dataset(1024, seed=0, image_size=16, max_objects=1).batch(1024).as_numpy_iterator())
+    probe_train, probe_test = scenes(300, 5), scenes(300, 6)
+
+    def probe(model):
+        return linear_probe(model, *probe_train, *probe_test, num_classes=6, epochs=40)["top1"]
+
+    trained = make_clip(preprocessor)
+    trained.compile(learning_rate=3e-3, warmup_steps=5, total_steps=512)
+    random_top1 = probe(make_clip(preprocessor))
+    history = trained.fit({"images": train["image"], "captions": train["caption"]}, batch_size=32, epochs=16, verbose=0)
+    assert history.history["loss"][-1] < 0.6 * history.history["loss"][0]
+    trained_top1 = probe(trained)
+    assert trained_top1 > random_top1 + 0.2, (trained_top1, random_top1)
