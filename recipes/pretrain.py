@@ -8,7 +8,8 @@ synthetic image–caption set unless `--data` points at TFRecords written by
 `--output_dir`. Contrastive models (CLIP, MAE-CLIP) also report zero-shot
 accuracy on held-out synthetic images with chance beside it, and retrieval
 recall; masked models (MAE, M3AE, MAE-CLIP) also write `reconstructions.png`
-(original / masked / reconstructed) for held-out images.
+(original / masked / reconstructed) for held-out images. `recipes/evaluate.py`
+runs the whole evaluation suite on the saved preset.
 
     KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, ~6 min
     python recipes/pretrain.py --model=maeclip --pooling=max --steps=300
@@ -20,10 +21,11 @@ recall; masked models (MAE, M3AE, MAE-CLIP) also write `reconstructions.png`
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
+
+from keras_maeclip.backend import select_backend
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pretraining model.")
@@ -75,14 +77,6 @@ TASK_FLAGS = {
     "similarity_temperature": {"maeclip": "similarity_temperature"},
     "contrastive_view": {"maeclip": "contrastive_view"},
 }
-
-
-def _set_backend():
-    if FLAGS.backend:
-        if "keras" in sys.modules:
-            raise RuntimeError("--backend must be applied before keras is imported.")
-        os.environ["KERAS_BACKEND"] = FLAGS.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _task_kwargs():
@@ -208,33 +202,12 @@ def _held_out_losses(model, synthetic, image_size):
     return {f"eval/{k}": float(v) for k, v in results.items()}
 
 
-def _zero_shot_and_retrieval(model, synthetic, image_size):
-    from keras_maeclip import evaluation
+def _zero_shot_and_retrieval(model):
+    """The evaluation suite's zero-shot and retrieval on held-out synthetic scenes."""
+    from keras_maeclip.evaluation import suite
 
-    results = {}
-    # Zero-shot on single-object scenes, where each image has one true class.
-    single = _held_out(synthetic, image_size, 1000, max_objects=1)
-    image_embeddings = evaluation.embed_images(model, single["image"])
-    for task in ("object", "colour", "shape"):
-        names = synthetic.CLASS_NAMES[task]
-        classifier = evaluation.zero_shot_classifier(
-            model, names, synthetic.PROMPT_TEMPLATES[task]
-        )
-        accuracy = evaluation.zero_shot_accuracy(
-            image_embeddings, single[task], classifier, top_k=(1,)
-        )["top1"]
-        results[f"zero_shot/{task}/top1"] = accuracy
-        results[f"zero_shot/{task}/chance"] = 1.0 / len(names)
-    # Retrieval on held-out scenes of 1-3 objects with their own captions.
-    scenes = _held_out(synthetic, image_size, 2000)
-    retrieval = evaluation.retrieval_metrics(
-        evaluation.embed_images(model, scenes["image"]),
-        evaluation.embed_texts(model, [c.decode() for c in scenes["caption"]]),
-        ks=(1, 5),
-    )
-    results.update({f"retrieval/{k}": v for k, v in retrieval.items()})
-    results["retrieval/chance_R@1"] = 1.0 / FLAGS.eval_examples
-    return results
+    config = suite.SuiteConfig(examples=FLAGS.eval_examples, seed=FLAGS.seed)
+    return {**suite.zero_shot(model, config), **suite.retrieval(model, config)}
 
 
 def _write_reconstructions(model, synthetic, image_size, path):
@@ -278,7 +251,7 @@ def _print_summary(results, model_name):
 def main(argv):
     del argv
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
-    _set_backend()
+    select_backend(FLAGS.backend)
     import keras
 
     from keras_maeclip.data import synthetic
@@ -320,7 +293,7 @@ def main(argv):
     results.update({f"first_epoch/{k}": float(v[0]) for k, v in history.history.items()})
     results.update(_held_out_losses(model, synthetic, image_size))
     if FLAGS.model in CONTRASTIVE_MODELS:
-        results.update(_zero_shot_and_retrieval(model, synthetic, image_size))
+        results.update(_zero_shot_and_retrieval(model))
     if FLAGS.model in MASKED_MODELS and FLAGS.reconstructions:
         _write_reconstructions(model, synthetic, image_size, os.path.join(output_dir, "reconstructions.png"))
     results["seconds/train"] = train_seconds

@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_maeclip.evaluation.zero_shot import top_k_accuracy
 
-PROBE_POOLINGS = ("gap", "max", "first")
+PROBE_POOLINGS = ("gap", "max", "first", "map")
 
 
 def _image_encoder(model):
@@ -31,11 +31,13 @@ def feature_extractor(model, pooling=None):
         pooling: `None` for the model's own image pooler (CLIP, MAE-CLIP;
             GAP for MAE, which has none), or `"gap"`, `"max"`, `"first"`
             over the encoder's output tokens (`"first"` is the class token
-            when there is one, else the first patch).
+            when there is one, else the first patch), or `"map"`: the patch
+            tokens themselves, for a MAP head trained by the probe.
 
     Returns:
         A `keras.Model`, features `(batch, hidden_dim)` before any
-        projection into the joint space.
+        projection into the joint space (`(batch, patches, hidden_dim)`
+        for `"map"`).
     """
     if pooling is not None and pooling not in PROBE_POOLINGS:
         raise ValueError(f"Unknown pooling={pooling!r}; use None (the model's own) or one of {PROBE_POOLINGS}.")
@@ -49,6 +51,8 @@ def feature_extractor(model, pooling=None):
         features = own_pooler(tokens)
     elif pooling == "first":
         features = tokens[:, 0]
+    elif pooling == "map":
+        features = tokens[:, 1:] if encoder.use_class_token else tokens
     else:
         if encoder.use_class_token:
             tokens = tokens[:, 1:]
@@ -82,7 +86,7 @@ def image_features(model, images, pooling=None, batch_size=256):
 
 
 def train_linear_probe(features, labels, num_classes, epochs=30, learning_rate=1e-2,
-                       batch_size=256, seed=0):
+                       batch_size=256, seed=0, num_heads=1):
     """Fit a non-affine standardisation + Dense on cached features with `fit`.
 
     The standardisation is a `keras.layers.Normalization` adapted to the
@@ -91,12 +95,20 @@ def train_linear_probe(features, labels, num_classes, epochs=30, learning_rate=1
     that, for a head trained for tens of steps, are still near their
     initial values — the probe then collapses to one class at test time.)
 
+    With token features `(n, tokens, dim)` (`pooling="map"`) the tokens
+    are standardised the same way and a fresh MAP head
+    (`TokenPooling("map")`) is trained before the Dense layer: MAP probing
+    as big_vision does it; the probe is then no longer purely linear.
+
     Args:
-        features: float array `(n, dim)`.
+        features: float array `(n, dim)`, or `(n, tokens, dim)` for a MAP
+            head.
         labels: int array `(n,)` in `[0, num_classes)`.
         num_classes: int.
         epochs, learning_rate, batch_size: the head's training (Adam).
         seed: int, seeds the head's initialisation.
+        num_heads: int, attention heads of the MAP head (token features
+            only); must divide `dim`.
 
     Returns:
         The trained head, a `keras.Sequential` from features to logits.
@@ -110,12 +122,20 @@ def train_linear_probe(features, labels, num_classes, epochs=30, learning_rate=1
         raise ValueError(f"linear probe: {len(features)} feature rows but {len(labels)} labels.")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"linear probe: labels must lie in [0, {num_classes}); got {labels.min()}..{labels.max()}.")
+    if features.ndim not in (2, 3):
+        raise ValueError(f"linear probe: features must be (n, dim) or (n, tokens, dim); got {features.shape}.")
     standardise = keras.layers.Normalization(axis=-1, name="standardise")
     standardise.adapt(features)
+    pool = []
+    if features.ndim == 3:
+        from keras_maeclip.layers import TokenPooling
+
+        pool = [TokenPooling("map", num_heads=num_heads, name="map_head")]
     head = keras.Sequential(
         [
-            keras.Input(shape=(features.shape[1],)),
+            keras.Input(shape=features.shape[1:]),
             standardise,
+            *pool,
             keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)),
         ],
         name="linear_probe",
@@ -151,6 +171,8 @@ def linear_probe(model, train_images, train_labels, test_images, test_labels, nu
     test = image_features(model, test_images, pooling)
     if num_classes is None:
         num_classes = int(max(np.max(train_labels), np.max(test_labels))) + 1
+    if pooling == "map":
+        head_kwargs.setdefault("num_heads", _image_encoder(model).num_heads)
     head = train_linear_probe(train, train_labels, num_classes, **head_kwargs)
     scores = head.predict(test, batch_size=1024, verbose=0)
     return top_k_accuracy(scores, test_labels, top_k)

@@ -210,6 +210,11 @@ class PretrainingTask(keras_hub.models.Task):
         ValueError: Unknown preset 'nope'. Available presets: ...
         """
         if is_directory_preset(preset):
+            if cls is PretrainingTask:
+                # Called on the base class: load whichever task was saved.
+                # (keras-hub would pick the first subclass sharing the
+                # backbone class, e.g. MAECLIP for a saved CLIP.)
+                return _saved_task_class(preset).from_preset(preset, load_weights=load_weights, **kwargs)
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
         task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")
@@ -257,3 +262,23 @@ class PretrainingTask(keras_hub.models.Task):
                 self.optimizer.build(self.trainable_variables)
         else:
             super().compile_from_config(config)
+
+
+def _saved_task_class(preset):
+    """The registered task class named in a preset directory's task.json."""
+    import json
+    import os
+
+    path = os.path.join(preset, "task.json")
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{preset} has no task.json: it holds a backbone only. Load it with "
+            "the task class (e.g. CLIP.from_preset), or save it with "
+            "task.save_to_preset()."
+        )
+    with open(path) as f:
+        name = json.load(f).get("registered_name")
+    task_cls = keras.saving.get_registered_object(name)
+    if task_cls is None or not (isinstance(task_cls, type) and issubclass(task_cls, PretrainingTask)):
+        raise ValueError(f"{path} names {name!r}, which is not a keras_maeclip pretraining task.")
+    return task_cls

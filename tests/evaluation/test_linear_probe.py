@@ -7,7 +7,7 @@ from keras_maeclip.evaluation import feature_extractor, image_features, linear_p
 from keras_maeclip.evaluation.zero_shot import top_k_accuracy
 from keras_maeclip.models import M3AE, MAE
 from tests.models.test_mae import SMALL as MAE_SMALL
-from tests.tiny import make_clip
+from tests.tiny import TINY, make_clip
 
 
 def scenes(n, seed):
@@ -74,10 +74,24 @@ def test_probe_runs_end_to_end_on_clip_and_mae(preprocessor):
         assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
 
 
+def test_map_probe_trains_a_map_head_on_the_patch_tokens(preprocessor):
+    model = make_clip(preprocessor, image_encoder=dict(TINY["image_encoder"], use_class_token=True))
+    images, labels = scenes(48, 1)
+    tokens = image_features(model, images, "map")
+    pixels = preprocessor({"images": images})["images"]
+    reference = keras.ops.convert_to_numpy(model.backbone.image_encoder(pixels))[:, 1:]  # class token dropped
+    np.testing.assert_allclose(tokens, reference, atol=1e-5)
+    head = train_linear_probe(tokens, labels, 6, epochs=2, num_heads=2)
+    assert [type(layer).__name__ for layer in head.layers] == ["Normalization", "TokenPooling", "Dense"]
+    assert head.layers[1].pooling == "map" and head.layers[1].trainable_weights
+    result = linear_probe(model, images, labels, *scenes(24, 2), num_classes=6, pooling="map", epochs=3)
+    assert 0.0 <= result["top1"] <= result["top5"] <= 1.0
+
+
 def test_clear_errors(preprocessor):
     model = make_clip(preprocessor)
-    with pytest.raises(ValueError, match="Unknown pooling='map'"):
-        feature_extractor(model, "map")
+    with pytest.raises(ValueError, match="Unknown pooling='mean'"):
+        feature_extractor(model, "mean")
     m3ae = M3AE.from_preset("m3ae_tiny", preprocessor=preprocessor, image_size=16,
                             encoder=dict(patch_size=4, hidden_dim=32, num_layers=1, num_heads=2),
                             decoder=dict(hidden_dim=16, num_layers=1, num_heads=2))
