@@ -1,0 +1,171 @@
+r"""Converts image-caption data to TFRecord shards readable by `readers.read_tfrecords`.
+
+    python -m keras_maeclip.data.convert --input_format=csv --input=train.tsv \
+        --csv_img_key=filepath --csv_caption_key=title --output_dir=/data/tfr
+    python -m keras_maeclip.data.convert --input_format=webdataset \
+        --input='/data/wds/*.tar' --output_dir=/data/tfr --examples_per_shard=5000
+    python -m keras_maeclip.data.convert --input_format=folder --input=/data/images \
+        --output_dir=/data/tfr
+    python -m keras_maeclip.data.convert --input_format=synthetic --num_examples=1000 \
+        --image_size=64 --output_dir=/data/tfr
+
+Input formats: ``csv`` (CSV / TSV manifests, `readers.read_csv`),
+``webdataset`` (tar shards, `readers.read_webdataset`), ``folder`` (images
+with same-stem ``.txt`` captions, `readers.read_folder`) and ``synthetic``
+(the built-in shapes set, images stored as PNG). Records are read in a fixed
+order, the bad ones (missing file / image / caption) are skipped and their
+count per reason is printed, the rest written by `readers.write_tfrecords`
+as ``<prefix>-00000-of-000NN.tfrecord``.
+
+The flags live in this module's own `flags.FlagValues` (``FLAGS``), not in
+absl's global one, so importing the module never clashes with other
+programs' flags; `run` parses an argv and calls `main`.
+"""
+
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FlagValues()
+flags.DEFINE_enum(
+    "input_format", None, ["csv", "webdataset", "folder", "synthetic"], "What --input holds.", flag_values=FLAGS
+)
+flags.DEFINE_list("input", [], "Input path(s), globs allowed (comma-separated); unused for synthetic.", flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where to write the TFRecord shards.", flag_values=FLAGS)
+flags.DEFINE_integer("examples_per_shard", 1000, "Records per shard.", flag_values=FLAGS)
+flags.DEFINE_string("prefix", "shard", "Shard file name prefix.", flag_values=FLAGS)
+flags.DEFINE_string("csv_img_key", "filepath", "csv: column of image paths.", flag_values=FLAGS)
+flags.DEFINE_string("csv_caption_key", "title", "csv: column of captions.", flag_values=FLAGS)
+flags.DEFINE_string("csv_separator", "\\t", "csv: column separator ('\\t' or 'tab' for TSV, ',' for CSV).", flag_values=FLAGS)
+flags.DEFINE_string("csv_key_column", None, "csv: column of keys (default: the image path).", flag_values=FLAGS)
+flags.DEFINE_list("extra_keys", [], "Extra columns (csv) or member extensions (webdataset) to store.", flag_values=FLAGS)
+flags.DEFINE_integer("num_examples", 1000, "synthetic: number of examples.", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", 64, "synthetic: image size.", flag_values=FLAGS)
+flags.DEFINE_integer("seed", 0, "synthetic: dataset seed.", flag_values=FLAGS)
+flags.mark_flags_as_required(["input_format", "output_dir"], flag_values=FLAGS)
+
+_SEPARATORS = {"\\t": "\t", "tab": "\t", "comma": ","}
+
+
+def synthetic_records(num_examples, seed=0, image_size=64):
+    """Yields the synthetic set as raw records (PNG image bytes).
+
+    Args:
+        num_examples: int >= 1. Number of examples.
+        seed: int >= 0, default 0. Dataset seed.
+        image_size: int >= 16, default 64. Image size.
+
+    Yields:
+        Dicts with bytes "image" (PNG), "caption", "key" and "error" (b"").
+    """
+    import tensorflow as tf
+
+    from keras_maeclip.data import synthetic
+
+    for i in range(num_examples):
+        example = synthetic.generate_example(i, seed=seed, image_size=image_size)
+        yield {
+            "image": tf.io.encode_png(example["image"]).numpy(),
+            "caption": example["caption"].encode(),
+            "key": example["key"].encode(),
+            "error": b"",
+        }
+
+
+def _records():
+    from keras_maeclip.data import readers
+
+    fmt, inputs, extra = FLAGS.input_format, FLAGS.input, tuple(FLAGS.extra_keys)
+    if fmt == "synthetic":
+        return synthetic_records(FLAGS.num_examples, FLAGS.seed, FLAGS.image_size)
+    if not inputs:
+        raise app.UsageError(f"--input is required for --input_format={fmt}.")
+    if fmt == "csv":
+        return readers.read_csv(
+            inputs,
+            image_key=FLAGS.csv_img_key,
+            caption_key=FLAGS.csv_caption_key,
+            separator=_SEPARATORS.get(FLAGS.csv_separator, FLAGS.csv_separator),
+            key_column=FLAGS.csv_key_column,
+            extra_keys=extra,
+        )
+    if fmt == "webdataset":
+        return readers.read_webdataset(inputs, extra_keys=extra)
+    if extra:
+        raise app.UsageError("--extra_keys is not supported for --input_format=folder.")
+    return readers.read_folder(inputs)
+
+
+def main(argv):
+    """Converts the input named by ``FLAGS`` (already parsed) to TFRecord shards.
+
+    Args:
+        argv: leftover command-line arguments; must be only the program name.
+
+    Returns:
+        A dict with "paths" (the written shards), "written" (records
+        written) and "skipped" (reason -> count).
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from keras_maeclip.data import readers
+
+    counting = _Counting(_records())
+    paths, skipped = readers.write_tfrecords(
+        counting, FLAGS.output_dir, examples_per_shard=FLAGS.examples_per_shard, prefix=FLAGS.prefix
+    )
+    written = counting.count - sum(skipped.values())
+    print(f"wrote {written} records to {len(paths)} shards in {FLAGS.output_dir}")
+    if skipped:
+        print("skipped " + ", ".join(f"{reason}={n}" for reason, n in sorted(skipped.items())))
+    return {"paths": paths, "written": written, "skipped": skipped}
+
+
+class _Counting:
+    """Iterates records (a dataset or an iterable), counting them."""
+
+    def __init__(self, records):
+        self.records, self.count = records, 0
+
+    def __iter__(self):
+        import tensorflow as tf
+
+        it = self.records.as_numpy_iterator() if isinstance(self.records, tf.data.Dataset) else self.records
+        for record in it:
+            self.count += 1
+            yield record
+
+
+def _parse(argv):
+    if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
+        print(__doc__)
+        print(FLAGS.get_help())
+        sys.exit(0)
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.\n")
+        sys.exit(1)
+    flags.FLAGS(argv[:1])  # absl.app requires its global flags to be parsed
+    return rest
+
+
+def run(argv):
+    """Parses ``argv`` (program name first) into ``FLAGS`` and runs `main`.
+
+    Args:
+        argv: list of str, e.g. ``["convert", "--input_format=synthetic", ...]``.
+
+    Returns:
+        What `main` returns.
+    """
+    FLAGS.unparse_flags()
+    return main(FLAGS(argv))
+
+
+def _cli(argv):
+    main(argv)  # app.run would hand main's return value to sys.exit
+
+
+if __name__ == "__main__":
+    app.run(_cli, flags_parser=_parse)
