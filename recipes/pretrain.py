@@ -2,8 +2,11 @@ r"""Pretrain a model of the paper on image–caption data and evaluate it.
 
 One entry point for every variant: `--model=clip|maeclip|m3ae|mae`, with
 `--pooling=gap|max|map` for the contrastive models. Trains on the built-in
-synthetic image–caption set unless `--data` points at TFRecords written by
-`keras_maeclip.data.synthetic.write_tfrecords`, then saves a keras-hub preset
+synthetic image–caption set unless `--data` points at your files
+(`--data_format=tfrecord|csv|webdataset|folder`, see docs/data.md: bad
+records are skipped and counted by reason, printed at the end and stored in
+metrics.json, or stop the run with `--strict_data`; training images get a
+random resized crop), then saves a keras-hub preset
 (config, weights, tokenizer vocabulary) and a JSON of final metrics under
 `--output_dir`. Contrastive models (CLIP, MAE-CLIP) also report zero-shot
 accuracy on held-out synthetic images with chance beside it, and retrieval
@@ -17,6 +20,8 @@ runs the whole evaluation suite on the saved preset.
         --contrastive_view=full --local_negative_steps=100
     python recipes/pretrain.py --model=m3ae --backend=torch
     python recipes/pretrain.py --model=mae --image_mask_ratio=0.75
+    python recipes/pretrain.py --data='/data/wds/*.tar' --data_format=webdataset
+    python recipes/pretrain.py --data=train.csv --data_format=csv --csv_separator=,
 """
 
 import json
@@ -32,7 +37,16 @@ flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pr
 flags.DEFINE_string("preset", None, "Architecture preset name or preset directory (default: the model's tiny preset).")
 flags.DEFINE_enum("pooling", None, ["gap", "max", "map"], "Pooling of both towers for clip/maeclip (default: the preset's).")
 flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND.")
-flags.DEFINE_string("data", "synthetic", "'synthetic', or a TFRecord file/dir/glob from synthetic.write_tfrecords.")
+flags.DEFINE_string("data", "synthetic", "'synthetic', or files of --data_format (comma-separated paths / globs / dirs).")
+flags.DEFINE_enum("data_format", "tfrecord", ["tfrecord", "csv", "webdataset", "folder"], "Format of --data files (see docs/data.md).")
+flags.DEFINE_string("csv_img_key", "filepath", "csv: column of image paths.")
+flags.DEFINE_string("csv_caption_key", "title", "csv: column of captions.")
+flags.DEFINE_string("csv_separator", "\t", "csv: column separator ('\\t' or ',').")
+flags.DEFINE_float("crop_scale_min", None, "Random-resized-crop minimum area for --data files (default 0.5; mae 0.2).")
+flags.DEFINE_bool("validate_data", False, "Check the training data with TFDV first (statistics, schema, anomalies; report in <output_dir>/data_validation) and stop if it is not fit to train on.")
+flags.DEFINE_string("validation_reference", None, "With --validate_data: a second split of --data_format checked against the training data's schema and for drift.")
+flags.DEFINE_integer("validate_examples", 5000, "Records read by --validate_data per split.")
+flags.DEFINE_bool("strict_data", False, "Stop at the first bad record (with its key) instead of skipping and counting it.")
 flags.DEFINE_integer("train_examples", 20000, "Synthetic training examples (cycled).")
 flags.DEFINE_integer("eval_examples", 1000, "Held-out synthetic examples for evaluation.")
 flags.DEFINE_integer("image_size", None, "Override the preset's image size.")
@@ -134,13 +148,67 @@ def _build_model(model_cls, preset, synthetic, task_kwargs):
     image_size = FLAGS.image_size or image_size
     overrides["image_size"] = image_size
     if sequence_length is not None:
-        corpus = synthetic.captions(FLAGS.train_examples, seed=FLAGS.seed)
+        corpus = _caption_corpus(synthetic)
         tokenizer = caption_tokenizer(learn_vocabulary(corpus, FLAGS.vocabulary_size))
         overrides["preprocessor"] = CLIPPreprocessor(
             tokenizer, image_converter(image_size),
             sequence_length=FLAGS.sequence_length or sequence_length,
         )
     return model_cls.from_preset(preset, **overrides, **task_kwargs)
+
+
+def _validate_data(model, synthetic, output_dir):
+    """TFDV statistics / schema / anomalies of the training data; stops on anomalies."""
+    from keras_maeclip.data import validate
+
+    if FLAGS.data == "synthetic":
+        import tensorflow as tf
+
+        records = synthetic.synthetic_dataset(FLAGS.validate_examples, seed=FLAGS.seed, image_size=_image_size(model))
+        records = records.map(
+            lambda e: {"image": tf.io.encode_png(e["image"]), "caption": e["caption"], "key": e["key"], "error": ""}
+        )
+    else:
+        records = _read_records()
+    reference = None
+    if FLAGS.validation_reference:
+        from keras_maeclip.data import readers
+
+        read = {"tfrecord": readers.read_tfrecords, "webdataset": readers.read_webdataset,
+                "folder": readers.read_folder}.get(FLAGS.data_format)
+        paths = FLAGS.validation_reference.split(",")
+        reference = read(paths) if read else readers.read_csv(
+            paths[0], image_key=FLAGS.csv_img_key, caption_key=FLAGS.csv_caption_key, separator=_separator()
+        )
+    tokenizer = model.preprocessor.tokenizer if model.preprocessor is not None else None
+    result = validate.validate_data(
+        records, reference, tokenizer=tokenizer, output_dir=os.path.join(output_dir, "data_validation"),
+        max_examples=FLAGS.validate_examples,
+    )
+    print(result.summary, flush=True)
+    if result.anomalies:
+        lines = "\n".join(f"  {split}/{feature}: {what}" for split, feature, what in result.anomalies)
+        raise SystemExit(
+            f"--validate_data: the data is not fit to train on ({len(result.anomalies)} anomalies; report in "
+            f"{result.paths.get('statistics_html')}):\n{lines}"
+        )
+    print(f"--validate_data: no anomalies; report in {result.paths.get('statistics_html')}", flush=True)
+
+
+def _separator():
+    return "\t" if FLAGS.csv_separator in ("\\t", "tab") else FLAGS.csv_separator
+
+
+def _caption_corpus(synthetic):
+    """The captions the WordPiece vocabulary is learned from (`--train_examples` of them)."""
+    if FLAGS.data == "synthetic":
+        return synthetic.captions(FLAGS.train_examples, seed=FLAGS.seed)
+    records = _read_records().take(FLAGS.train_examples)
+    return [
+        r["caption"].decode("utf-8", errors="replace")
+        for r in records.as_numpy_iterator()
+        if not r["error"]
+    ]
 
 
 def _image_size(model):
@@ -164,22 +232,47 @@ def _as_inputs(model, data, image_size):
 
 
 def _training_data(model, synthetic, image_size):
+    """Batched `{"images", "captions"}` for `fit`, and the skip counter of file data."""
     import tensorflow as tf
 
     if FLAGS.data == "synthetic":
         data = synthetic.synthetic_dataset(
             FLAGS.train_examples, seed=FLAGS.seed, image_size=image_size
         )
+        data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]}).cache()
+        data = data.shuffle(10000, seed=FLAGS.seed).repeat()
+        counter = None
     else:
-        data = synthetic.read_tfrecords(FLAGS.data)
-    data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]})
-    data = (
-        data.cache()
-        .shuffle(10000, seed=FLAGS.seed)
-        .repeat()
-        .batch(FLAGS.batch_size, drop_remainder=True)
+        from keras_maeclip.data import augment, decoding
+
+        counter = decoding.SkipCounter()
+        records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed)
+        data = decoding.decode_records(records, counter, strict=FLAGS.strict_data)
+        default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
+        scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
+        data = augment.augment_records(data, image_size, training=True, scale=scale, seed=FLAGS.seed)
+        data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]})
+    data = data.batch(FLAGS.batch_size, drop_remainder=True)
+    return _as_inputs(model, data, image_size).prefetch(tf.data.AUTOTUNE), counter
+
+
+def _read_records(**options):
+    """Raw records of `--data` in `--data_format` (keras_maeclip.data.readers)."""
+    from keras_maeclip.data import readers
+
+    paths = FLAGS.data.split(",")
+    if FLAGS.data_format == "tfrecord":
+        return readers.read_tfrecords(paths, **options)
+    if FLAGS.data_format == "webdataset":
+        return readers.read_webdataset(paths, **options)
+    if FLAGS.data_format == "folder":
+        return readers.read_folder(paths, **options)
+    if len(paths) != 1:
+        raise app.UsageError(f"--data_format=csv takes one manifest; got {len(paths)} paths.")
+    return readers.read_csv(
+        paths[0], image_key=FLAGS.csv_img_key, caption_key=FLAGS.csv_caption_key,
+        separator=_separator(), **options,
     )
-    return _as_inputs(model, data, image_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _held_out(synthetic, image_size, seed_offset, **kwargs):
@@ -281,10 +374,17 @@ def main(argv):
         flush=True,
     )
 
-    data = _training_data(model, synthetic, image_size)
+    if FLAGS.validate_data:
+        _validate_data(model, synthetic, output_dir)
+    data, skips = _training_data(model, synthetic, image_size)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps)
     epochs = -(-FLAGS.steps // steps_per_epoch)
-    history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2)
+    callbacks = []
+    if skips is not None:
+        from keras_maeclip.data.decoding import SkipReport
+
+        callbacks.append(SkipReport(skips))
+    history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2, callbacks=callbacks)
     train_seconds = time.time() - started
 
     preset_dir = os.path.join(output_dir, "preset")
@@ -296,6 +396,9 @@ def main(argv):
         results.update(_zero_shot_and_retrieval(model))
     if FLAGS.model in MASKED_MODELS and FLAGS.reconstructions:
         _write_reconstructions(model, synthetic, image_size, os.path.join(output_dir, "reconstructions.png"))
+    if skips is not None:
+        results.update({f"data/skipped/{k}": v for k, v in skips.counts().items() if v})
+        results["data/good_records"] = skips.good
     results["seconds/train"] = train_seconds
     results["seconds/total"] = time.time() - started
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:

@@ -22,9 +22,9 @@ absl's global one, so importing the module never clashes with other
 programs' flags; `run` parses an argv and calls `main`.
 """
 
-import sys
-
 from absl import app, flags
+
+from keras_maeclip.data import _cli
 
 FLAGS = flags.FlagValues()
 flags.DEFINE_enum(
@@ -136,20 +136,6 @@ class _Counting:
             yield record
 
 
-def _parse(argv):
-    if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in argv[1:]):
-        print(__doc__)
-        print(FLAGS.get_help())
-        sys.exit(0)
-    try:
-        rest = FLAGS(argv)
-    except flags.Error as e:
-        sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --help to see the flags.\n")
-        sys.exit(1)
-    flags.FLAGS(argv[:1])  # absl.app requires its global flags to be parsed
-    return rest
-
-
 def run(argv):
     """Parses ``argv`` (program name first) into ``FLAGS`` and runs `main`.
 
@@ -159,13 +145,12 @@ def run(argv):
     Returns:
         What `main` returns.
     """
-    FLAGS.unparse_flags()
-    return main(FLAGS(argv))
+    return _cli.run(FLAGS, main, argv)
 
 
-def _cli(argv):
+def _entry(argv):
     main(argv)  # app.run would hand main's return value to sys.exit
 
 
 if __name__ == "__main__":
-    app.run(_cli, flags_parser=_parse)
+    app.run(_entry, flags_parser=_cli.flags_parser(FLAGS, __doc__))
