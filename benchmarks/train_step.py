@@ -61,10 +61,8 @@ anything else running: check the min step time and the load average printed
 per backend. Figures: docs/benchmarks.md.
 """
 
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -72,6 +70,8 @@ import time
 
 from absl import app
 from absl import flags
+
+from machine import machine_facts  # benchmarks/machine.py: this script's folder is on sys.path
 
 _BACKENDS = ("jax", "tensorflow", "torch")
 _MODELS = ("clip", "maeclip")
@@ -121,65 +121,6 @@ flags.DEFINE_integer(
 flags.DEFINE_bool("worker", False, "Internal: run one backend in this process.")
 flags.DEFINE_enum("backend", None, list(_BACKENDS), "Internal: the worker's backend.")
 flags.DEFINE_enum("model", "clip", list(_MODELS), "Internal: the worker's model.")
-
-
-# --------------------------------------------------------------------------
-# Machine and version facts (parent; no heavy imports).
-# --------------------------------------------------------------------------
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _mem_total_gib():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _version(dist):
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def machine_facts():
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "sched_getaffinity": affinity,
-        "mem_total_gib": _mem_total_gib(),
-        "python": platform.python_version(),
-        "versions": {
-            name: _version(name)
-            for name in (
-                "keras",
-                "keras-hub",
-                "jax",
-                "jaxlib",
-                "tensorflow",
-                "torch",
-                "numpy",
-                "keras-maeclip",
-            )
-        },
-    }
 
 
 # --------------------------------------------------------------------------
