@@ -107,7 +107,7 @@ def model_pixels(model, images):
     Square images go through `model.preprocessor` (or, without one, the
     library's `image_converter` at the encoder's size). Non-square images
     are first stretched to a square (bilinear, antialiased, with
-    `tf.image.resize`) so the patch grid covers the whole image rather than
+    `keras.ops.image.resize`) so the patch grid covers the whole image rather than
     the preprocessor's centre crop; dense maps upsampled to the original
     height and width then line up with the image.
 
@@ -119,8 +119,6 @@ def model_pixels(model, images):
     Returns:
         float32 array `(n, S, S, C)`.
     """
-    import tensorflow as tf
-
     from keras_maeclip.models import image_converter
 
     backbone = getattr(model, "backbone", model)
@@ -137,11 +135,11 @@ def model_pixels(model, images):
                     f"{image.shape}."
                 )
         resized = [
-            image if image.shape[0] == image.shape[1] else _stretch(tf, image[None], size)[0]
+            image if image.shape[0] == image.shape[1] else _stretch(image[None], size)[0]
             for image in images
         ]
         if len({r.shape for r in resized}) > 1:
-            resized = [_stretch(tf, r[None], size)[0] for r in resized]
+            resized = [_stretch(r[None], size)[0] for r in resized]
         images = np.stack(resized)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
@@ -150,7 +148,7 @@ def model_pixels(model, images):
             f"a list of (H, W, 3) arrays); got shape {images.shape}."
         )
     if images.shape[1] != images.shape[2]:
-        images = _stretch(tf, images, size)
+        images = _stretch(images, size)
     preprocessor = getattr(model, "preprocessor", None)
     if preprocessor is not None:
         pixels = preprocessor({"images": images})["images"]
@@ -159,9 +157,9 @@ def model_pixels(model, images):
     return np.asarray(ops.convert_to_numpy(pixels), np.float32)
 
 
-def _stretch(tf, images, size):
-    out = tf.image.resize(tf.cast(images, tf.float32), (size, size), "bilinear", antialias=True)
-    return np.clip(out.numpy(), 0.0, 255.0).astype(np.float32)
+def _stretch(images, size):
+    out = ops.image.resize(np.asarray(images, np.float32), (size, size), interpolation="bilinear", antialias=True)
+    return np.clip(ops.convert_to_numpy(out), 0.0, 255.0).astype(np.float32)
 
 
 def patch_embeddings(model, images, batch_size=256, normalize=True):
