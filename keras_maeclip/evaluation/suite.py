@@ -26,8 +26,6 @@ Which evaluation takes which model:
 import dataclasses
 import os
 
-import numpy as np
-
 EVALUATIONS = (
     "zero_shot",
     "retrieval",
