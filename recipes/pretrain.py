@@ -22,6 +22,14 @@ runs the whole evaluation suite on the saved preset.
     python recipes/pretrain.py --model=mae --image_mask_ratio=0.75
     python recipes/pretrain.py --data='/data/wds/*.tar' --data_format=webdataset
     python recipes/pretrain.py --data=train.csv --data_format=csv --csv_separator=,
+
+Several devices (docs/scaling.md): `--distribution=auto` (the default) uses
+every device the backend sees (JAX `keras.distribution`, TF
+`tf.distribute`); torch runs one process per device under torchrun:
+
+    KERAS_BACKEND=jax python recipes/pretrain.py --cpu_devices=4   # try it on a CPU
+    KERAS_BACKEND=jax python recipes/pretrain.py --distribution=model_parallel
+    KERAS_BACKEND=torch torchrun --nproc_per_node=8 recipes/pretrain.py
 """
 
 import json
@@ -59,7 +67,7 @@ flags.DEFINE_integer("warmup_steps", 50, "Linear warm-up steps before cosine dec
 flags.DEFINE_integer("vocabulary_size", 1000, "Upper bound on the learned WordPiece vocabulary.")
 flags.DEFINE_integer("sequence_length", None, "Override the preset's caption length.")
 flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive negatives before global ones (0: global throughout).")
-flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: batch_size // 2 when local steps are asked for).")
+flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: each replica's batch; on one device batch_size // 2).")
 flags.DEFINE_float("image_mask_ratio", None, "Share of image patches masked (mae/m3ae/maeclip; default 0.75).")
 flags.DEFINE_float("text_mask_ratio", None, "Share of caption tokens masked (maeclip default 0.15, m3ae 0.75).")
 flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip default 0.05, m3ae 1.0).")
@@ -70,6 +78,10 @@ flags.DEFINE_enum("contrastive_view", None, ["masked", "full"], "maeclip: contra
 flags.DEFINE_bool("norm_pix_loss", True, "Per-patch normalised pixel targets (MAE's norm_pix_loss).")
 flags.DEFINE_integer("reconstructions", 8, "Held-out images in reconstructions.png for masked models (0: none).")
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and held-out split.")
+flags.DEFINE_enum("distribution", "auto", ["auto", "none", "data_parallel", "model_parallel"], "Multi-device training on the backend's own engine (docs/scaling.md): auto = data_parallel when there is more than one device (torch: when launched by torchrun).")
+flags.DEFINE_integer("model_parallel_size", 2, "--distribution=model_parallel (JAX): devices per model replica.")
+flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices to try data parallelism without accelerators (JAX, TF; torch: torchrun --nproc_per_node=N).")
+flags.DEFINE_string("tpu", None, "TensorFlow: TPU name or address for TPUStrategy ('local' on a TPU VM).")
 flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]).")
 
 
@@ -114,10 +126,7 @@ def _task_kwargs():
     if FLAGS.local_negative_steps:
         if model not in CONTRASTIVE_MODELS:
             raise app.UsageError(f"--local_negative_steps needs a contrastive model, not {model}.")
-        kwargs.update(
-            local_steps=FLAGS.local_negative_steps,
-            local_batch_size=FLAGS.local_batch_size or FLAGS.batch_size // 2,
-        )
+        kwargs.update(local_steps=FLAGS.local_negative_steps, local_batch_size=FLAGS.local_batch_size)
     return kwargs
 
 
@@ -231,14 +240,20 @@ def _as_inputs(model, data, image_size):
     return data.map(lambda b: {"images": converter(b["images"])})
 
 
-def _training_data(model, synthetic, image_size):
-    """Batched `{"images", "captions"}` for `fit`, and the skip counter of file data."""
+def _training_data(model, synthetic, image_size, setup):
+    """Batched `{"images", "captions"}` for `fit`, and the skip counter of file data.
+
+    Under torch DDP each process reads its own share of the data and
+    batches `batch_size / processes` of it; JAX and TF batch the global
+    batch and their engines split it.
+    """
     import tensorflow as tf
 
     if FLAGS.data == "synthetic":
         data = synthetic.synthetic_dataset(
             FLAGS.train_examples, seed=FLAGS.seed, image_size=image_size
         )
+        data = setup.shard(data)
         data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]}).cache()
         data = data.shuffle(10000, seed=FLAGS.seed).repeat()
         counter = None
@@ -246,13 +261,16 @@ def _training_data(model, synthetic, image_size):
         from keras_maeclip.data import augment, decoding
 
         counter = decoding.SkipCounter()
-        records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed)
+        shards = {}
+        if setup.backend == "torch" and setup.num_processes > 1:
+            shards = dict(num_workers=setup.num_processes, worker_index=setup.process_index)
+        records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
         data = decoding.decode_records(records, counter, strict=FLAGS.strict_data)
         default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
         scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
         data = augment.augment_records(data, image_size, training=True, scale=scale, seed=FLAGS.seed)
         data = data.map(lambda e: {"images": e["image"], "captions": e["caption"]})
-    data = data.batch(FLAGS.batch_size, drop_remainder=True)
+    data = data.batch(setup.process_batch_size(FLAGS.batch_size), drop_remainder=True)
     return _as_inputs(model, data, image_size).prefetch(tf.data.AUTOTUNE), counter
 
 
@@ -341,14 +359,39 @@ def _print_summary(results, model_name):
     print(f"Held-out losses on {n} scenes: " + ", ".join(f"{k[5:]} {results[k]:.4f}" for k in terms))
 
 
+def _configure_distribution():
+    """The backend's distribution engine for `--distribution` (docs/scaling.md)."""
+    backend = os.environ["KERAS_BACKEND"]
+    if FLAGS.cpu_devices and backend == "torch":
+        raise app.UsageError("--cpu_devices: on torch start N processes with torchrun --nproc_per_node=N.")
+    if FLAGS.cpu_devices and backend == "jax":
+        # Read when JAX starts its CPU backend, i.e. before the first device query.
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={FLAGS.cpu_devices}"
+        ).strip()
+    from keras_maeclip.training.distribution import configure_distribution
+
+    return configure_distribution(
+        FLAGS.distribution,
+        model_parallel_size=FLAGS.model_parallel_size,
+        tpu=FLAGS.tpu,
+        cpu_devices=FLAGS.cpu_devices if backend == "tensorflow" else None,
+    )
+
+
 def main(argv):
     del argv
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
     select_backend(FLAGS.backend)
+    setup = _configure_distribution()
     import keras
 
     from keras_maeclip.data import synthetic
     from keras_maeclip.models import CLIP, M3AE, MAE, MAECLIP
+
+    if "local_steps" in task_kwargs and task_kwargs["local_batch_size"] is None and setup.num_replicas == 1:
+        # One device: blocks of half the batch stand in for two replicas.
+        task_kwargs["local_batch_size"] = FLAGS.batch_size // 2
 
     model_cls = {"clip": CLIP, "maeclip": MAECLIP, "m3ae": M3AE, "mae": MAE}[FLAGS.model]
     FLAGS.preset = FLAGS.preset or DEFAULT_PRESETS[FLAGS.model]
@@ -359,24 +402,25 @@ def main(argv):
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
 
-    model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+    with setup.scope():
+        model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+        model.compile(
+            learning_rate=FLAGS.learning_rate,
+            weight_decay=FLAGS.weight_decay,
+            warmup_steps=FLAGS.warmup_steps,
+            total_steps=FLAGS.steps,
+        )
     image_size = _image_size(model)
-    model.compile(
-        learning_rate=FLAGS.learning_rate,
-        weight_decay=FLAGS.weight_decay,
-        warmup_steps=FLAGS.warmup_steps,
-        total_steps=FLAGS.steps,
-    )
     print(
         f"backend={keras.config.backend()} model={FLAGS.model} preset={FLAGS.preset} "
         f"params={model.count_params():,} image_size={image_size} "
-        f"batch={FLAGS.batch_size} steps={FLAGS.steps}",
+        f"batch={FLAGS.batch_size} steps={FLAGS.steps} distribution={setup.description}",
         flush=True,
     )
 
     if FLAGS.validate_data:
         _validate_data(model, synthetic, output_dir)
-    data, skips = _training_data(model, synthetic, image_size)
+    data, skips = _training_data(model, synthetic, image_size, setup)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps)
     epochs = -(-FLAGS.steps // steps_per_epoch)
     callbacks = []
@@ -384,8 +428,21 @@ def main(argv):
         from keras_maeclip.data.decoding import SkipReport
 
         callbacks.append(SkipReport(skips))
-    history = model.fit(data, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=2, callbacks=callbacks)
+    model = setup.prepare_model(model)
+    with setup.scope():
+        history = model.fit(
+            data, epochs=epochs, steps_per_epoch=steps_per_epoch,
+            verbose=2 if setup.is_chief else 0, callbacks=callbacks,
+        )
     train_seconds = time.time() - started
+    if not setup.is_chief:
+        # The chief process saves and evaluates.
+        setup.close()
+        return
+    if setup.backend == "jax":
+        # Evaluate on the trained (replicated) weights without batch sharding:
+        # held-out sets need not split over the devices.
+        keras.distribution.set_distribution(None)
 
     preset_dir = os.path.join(output_dir, "preset")
     model.save_to_preset(preset_dir)
@@ -409,6 +466,7 @@ def main(argv):
         f"Trained in {train_seconds:.0f} s; preset saved to {preset_dir}; "
         f"metrics in {os.path.join(output_dir, 'metrics.json')}"
     )
+    setup.close()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_maeclip.losses import cross_replica
+
 NEGATIVES = ("global", "local")
 
 
@@ -144,8 +146,16 @@ class ContrastiveLoss(keras.layers.Layer):
     `ln(1/0.07)` and clamped to `ln(100)` by a `MaxValue` constraint that the
     optimizer applies after every update (no hand-written clipping step).
 
+    Under data parallelism (`keras_maeclip.training.distribution`),
+    `"global"` negatives span the whole global batch on every engine: the
+    loss and gradients equal the single-device ones on the concatenated
+    batch (JAX sees global arrays; TF and torch replicas gather the
+    embeddings with gradients, see `keras_maeclip.losses.cross_replica`).
+    `"local"` negatives come from each replica's own rows, or from blocks of
+    `local_batch_size` when given (on one device, blocks simulate replicas).
+
     With `local_steps=N`, the first `N` training steps use local negatives
-    (blocks of `local_batch_size`) and later ones global negatives (the
+    and later ones global negatives (the
     paper's schedule, N = 10,000). The switch happens inside the traced step:
     both losses are computed and one is selected by comparing a step counter
     with `N` (no retracing, no Python branch). The counter, `steps_seen`, is
@@ -158,7 +168,8 @@ class ContrastiveLoss(keras.layers.Layer):
     Args:
         negatives: `"global"` or `"local"`. Defaults to `"global"`.
         local_batch_size: int or `None`. Block size for `"local"` and for
-            the local phase of `local_steps`.
+            the local phase of `local_steps`; `None` means a replica's own
+            batch (the whole batch on one device).
         local_steps: int or `None`. Training steps with local negatives
             before switching to global ones; needs `negatives="global"`.
         init_logit_scale: float. Initial value of the log-scale, defaults to
@@ -196,11 +207,10 @@ class ContrastiveLoss(keras.layers.Layer):
         super().__init__(**kwargs)
         if negatives not in NEGATIVES:
             raise ValueError(f"negatives={negatives!r}; use one of {NEGATIVES}.")
-        if local_steps is not None and (negatives != "global" or not local_batch_size):
+        if local_steps is not None and negatives != "global":
             raise ValueError(
                 "local_steps switches from local to global negatives: use it with "
-                f"negatives='global' and a local_batch_size; got negatives={negatives!r}, "
-                f"local_batch_size={local_batch_size!r}."
+                f"negatives='global'; got negatives={negatives!r}."
             )
         self.negatives = negatives
         self.local_batch_size = local_batch_size
@@ -216,8 +226,11 @@ class ContrastiveLoss(keras.layers.Layer):
             constraint=MaxValue(self.max_logit_scale),
             dtype="float32",
         )
+        # Every replica counts the same steps; under tf.distribute the
+        # first replica's count is kept.
         self.steps_seen = self.add_weight(
-            name="steps_seen", shape=(), initializer="zeros", dtype="int32", trainable=False
+            name="steps_seen", shape=(), initializer="zeros", dtype="int32",
+            trainable=False, aggregation="only_first_replica",
         )
         self.built = True
 
@@ -227,15 +240,15 @@ class ContrastiveLoss(keras.layers.Layer):
 
     def call(self, image_embeddings, text_embeddings, training=False):
         scale = self.logit_scale
-        args = (image_embeddings, text_embeddings, scale)
-        if self.local_steps is None:
-            out = contrastive_loss(
-                *args, negatives=self.negatives, local_batch_size=self.local_batch_size
-            )
-            out["uses_local_negatives"] = ops.cast(self.negatives == "local", "float32")
+        if self.negatives == "global" and self.local_steps is None:
+            out = self._global_loss(image_embeddings, text_embeddings, scale, training)
+            out["uses_local_negatives"] = ops.zeros((), "float32")
+        elif self.negatives == "local":
+            out = self._local_loss(image_embeddings, text_embeddings, scale)
+            out["uses_local_negatives"] = ops.ones((), "float32")
         else:
-            local = contrastive_loss(*args, "local", self.local_batch_size)
-            glob = contrastive_loss(*args, "global")
+            local = self._local_loss(image_embeddings, text_embeddings, scale)
+            glob = self._global_loss(image_embeddings, text_embeddings, scale, training)
             use_local = ops.less(self.steps_seen, self.local_steps)
             out = {key: ops.where(use_local, local[key], glob[key]) for key in local}
             out["uses_local_negatives"] = ops.cast(use_local, "float32")
@@ -243,6 +256,26 @@ class ContrastiveLoss(keras.layers.Layer):
             self.steps_seen.assign(self.steps_seen + 1)
         out["logit_scale"] = scale
         return out
+
+    def _global_loss(self, image_embeddings, text_embeddings, scale, training):
+        """Negatives from the whole global batch, gathered from every replica."""
+        return contrastive_loss(
+            cross_replica.gather_batch(image_embeddings, training),
+            cross_replica.gather_batch(text_embeddings, training),
+            scale,
+            "global",
+        )
+
+    def _local_loss(self, image_embeddings, text_embeddings, scale):
+        """Negatives from blocks of `local_batch_size`, by default a replica's own rows."""
+        block = self.local_batch_size
+        if block is None and cross_replica.batch_is_global():
+            # JAX (or one device): the global batch, in per-replica blocks.
+            block = cross_replica.replica_batch_size(image_embeddings.shape[0])
+        if block is None:
+            # A TF / torch replica's slice is its own block.
+            return contrastive_loss(image_embeddings, text_embeddings, scale, "global")
+        return contrastive_loss(image_embeddings, text_embeddings, scale, "local", block)
 
     def compute_output_spec(self, image_embeddings, text_embeddings):
         scalar = keras.KerasTensor((), dtype="float32")

@@ -107,7 +107,7 @@ class CLIP(PretrainingTask):
         )
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return self.contrastive_term(y_pred, training) + self.regularization_loss()
+        return self.total_loss(self.contrastive_term(y_pred, training))
 
     def contrastive_term(self, y_pred, training):
         """InfoNCE of `y_pred`'s embeddings; tracks its metrics."""

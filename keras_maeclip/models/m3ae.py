@@ -176,10 +176,8 @@ class M3AE(PretrainingTask):
         batch_size = ops.shape(y_pred["pixels"])[0]
         self.track("image_reconstruction_loss", image_loss, batch_size)
         self.track("text_reconstruction_loss", text_loss, batch_size)
-        return (
-            self.image_loss_weight * image_loss
-            + self.text_loss_weight * text_loss
-            + self.regularization_loss()
+        return self.total_loss(
+            self.image_loss_weight * image_loss + self.text_loss_weight * text_loss
         )
 
     def get_config(self):

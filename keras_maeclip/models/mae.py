@@ -101,7 +101,7 @@ class MAE(PretrainingTask):
             images, y_pred["pixels"], y_pred["image_mask"], self.patch_size, self.norm_pix_loss
         )
         self.track("image_reconstruction_loss", loss, ops.shape(y_pred["pixels"])[0])
-        return loss + self.regularization_loss()
+        return self.total_loss(loss)
 
     def get_config(self):
         config = super().get_config()

@@ -221,7 +221,7 @@ class MAECLIP(CLIP):
         self.track("image_reconstruction_loss", image, batch_size)
         self.track("text_reconstruction_loss", text, batch_size)
         total = contrastive + self.image_loss_weight * image + self.text_loss_weight * text
-        return total + self.regularization_loss()
+        return self.total_loss(total)
 
     def get_config(self):
         config = super().get_config()

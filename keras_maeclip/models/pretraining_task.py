@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_maeclip.losses import cross_replica
 from keras_maeclip.models.presets import is_directory_preset
 
 
@@ -123,6 +124,16 @@ class PretrainingTask(keras_hub.models.Task):
         # Keras tracks metrics held in a dict attribute: fit resets and logs them.
         self._trackers = {name: keras.metrics.Mean(name=name) for name in metric_names}
 
+    def __call__(self, *args, **kwargs):
+        # Under torch DistributedDataParallel the training forward pass goes
+        # through the DDP wrapper, whose backward hooks average the
+        # processes' gradients; the wrapper calls back into this method.
+        # Set by `keras_maeclip.training.distribution` (torch only).
+        route = self.__dict__.get("_data_parallel_forward")
+        if route is not None and kwargs.get("training") and not route.inside:
+            return route(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
     def track(self, name, value, batch_size):
         """Update the running mean of a reported metric.
 
@@ -139,6 +150,17 @@ class PretrainingTask(keras_hub.models.Task):
         for loss in self.losses:
             total = total + ops.cast(loss, "float32")
         return total
+
+    def total_loss(self, loss):
+        """`loss` plus `regularization_loss()`, as one replica's share.
+
+        What `compute_loss` returns. Under `tf.distribute` each replica's
+        loss is divided by the number of replicas, as Keras expects (it sums
+        the replicas' gradients and multiplies the logged loss back); on
+        JAX and torch the loss is returned as it is (see
+        `keras_maeclip.losses.cross_replica`).
+        """
+        return cross_replica.scale_loss_for_replicas(loss + self.regularization_loss())
 
     def compile(
         self,

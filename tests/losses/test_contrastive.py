@@ -120,8 +120,16 @@ def test_local_then_global_schedule_switches_at_step_n():
     assert int(keras.ops.convert_to_numpy(layer.steps_seen)) == 4
 
 
-def test_schedule_needs_global_mode_and_a_block_size():
+def test_schedule_needs_global_mode():
     with pytest.raises(ValueError, match="local_steps switches from local to global"):
         ContrastiveLoss(negatives="local", local_batch_size=4, local_steps=10)
-    with pytest.raises(ValueError, match="local_batch_size=None"):
-        ContrastiveLoss(local_steps=10)
+
+
+def test_local_negatives_default_to_the_replicas_own_batch():
+    # One device, no local_batch_size: a replica's batch is the whole batch,
+    # so local negatives equal global ones.
+    img, txt = unit(8, 6, seed=5), unit(8, 6, seed=6)
+    local = ContrastiveLoss(negatives="local")(img, txt)
+    glob = ContrastiveLoss()(img, txt)
+    assert float(local["loss"]) == pytest.approx(float(glob["loss"]), rel=1e-6)
+    assert float(local["uses_local_negatives"]) == 1.0
