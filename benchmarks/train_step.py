@@ -176,46 +176,6 @@ def make_batch(batch_size, image_size, sequence_length, vocabulary_size, seed):
     return {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
 
 
-def _tower_flops(tokens, width, layers, mlp_ratio):
-    """Forward FLOPs of `layers` pre-norm transformer blocks on `tokens` tokens."""
-    mlp = int(round(width * mlp_ratio))
-    dense = 2 * tokens * (4 * width * width + 2 * width * mlp)  # qkv+out, mlp
-    attention = 2 * 2 * tokens * tokens * width  # q·k and p·v
-    return layers * (dense + attention)
-
-
-def analytic_flops_per_sample(model, batch_size):
-    """Training FLOPs per sample: matmuls + attention, backward = 2× forward.
-
-    For MAE-CLIP the image tower runs on the kept patches only (one pass,
-    `contrastive_view="masked"`) and the decoder adds its blocks over all
-    patches + text tokens and its pixel and vocabulary heads. Ignores norms,
-    activations, softmax, embeddings lookups and the optimizer.
-    """
-    bb = model.backbone
-    img, txt = bb.image_encoder, bb.text_encoder
-    decoder = getattr(model, "decoder", None)
-    patches = img.num_patches
-    if decoder is not None:
-        if model.contrastive_view != "masked" or model.masking != "random":
-            raise ValueError("The FLOP count covers MAE-CLIP's one-pass random masking only.")
-        patches = max(1, int(round(img.num_patches * (1 - model.image_mask_ratio))))
-    tokens = patches + (1 if img.use_class_token else 0)
-    forward = 2 * img.num_patches * img.patch_size**2 * img.num_channels * img.hidden_dim
-    forward += _tower_flops(tokens, img.hidden_dim, img.num_layers, img.mlp_ratio)
-    forward += _tower_flops(txt.sequence_length, txt.hidden_dim, txt.num_layers, txt.mlp_ratio)
-    embed = bb.embedding_dim
-    forward += 2 * (img.hidden_dim + txt.hidden_dim) * embed  # projections
-    forward += 2 * batch_size * embed  # this sample's row of the logits
-    if decoder is not None:
-        width, length = decoder.hidden_dim, decoder.num_patches + txt.sequence_length
-        forward += 2 * (patches * img.hidden_dim + txt.sequence_length * txt.hidden_dim) * width
-        forward += _tower_flops(length, width, decoder.num_layers, decoder.mlp_ratio)
-        forward += 2 * decoder.num_patches * width * decoder.patch_size**2 * decoder.num_channels
-        forward += 2 * txt.sequence_length * width * decoder.vocabulary_size
-    return 3 * forward
-
-
 def run_worker(backend):
     """Build, compile and time the model; return a result dict."""
     if FLAGS.threads:
@@ -239,6 +199,7 @@ def run_worker(backend):
     import numpy as np
 
     from keras_maeclip.models import CLIP, MAECLIP
+    from keras_maeclip.training.flops import analytic_flops_per_sample
 
     assert keras.backend.backend() == backend, keras.backend.backend()
     result["threads"] = _backend_threads(backend, FLAGS.threads)

@@ -82,6 +82,7 @@ flags.DEFINE_enum("distribution", "auto", ["auto", "none", "data_parallel", "mod
 flags.DEFINE_integer("model_parallel_size", 2, "--distribution=model_parallel (JAX): devices per model replica.")
 flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices to try data parallelism without accelerators (JAX, TF; torch: torchrun --nproc_per_node=N).")
 flags.DEFINE_string("tpu", None, "TensorFlow: TPU name or address for TPUStrategy ('local' on a TPU VM).")
+flags.DEFINE_integer("log_every_steps", 10, "TensorBoard batch-level scalars every N steps (0: per epoch only); logs in <output_dir>/tensorboard, epoch rows in <output_dir>/train_log.csv.")
 flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]).")
 
 
@@ -359,6 +360,23 @@ def _print_summary(results, model_name):
     print(f"Held-out losses on {n} scenes: " + ", ".join(f"{k[5:]} {results[k]:.4f}" for k in terms))
 
 
+def _logging_callbacks(output_dir):
+    """Throughput (samples/s, per device, step time, ETA, TFLOP/s) then its loggers."""
+    import keras
+
+    from keras_maeclip.training import Throughput
+
+    return [
+        Throughput(global_batch_size=FLAGS.batch_size),
+        keras.callbacks.CSVLogger(os.path.join(output_dir, "train_log.csv"), append=True),
+        keras.callbacks.TensorBoard(
+            os.path.join(output_dir, "tensorboard"),
+            update_freq=FLAGS.log_every_steps or "epoch",
+            write_graph=False,
+        ),
+    ]
+
+
 def _configure_distribution():
     """The backend's distribution engine for `--distribution` (docs/scaling.md)."""
     backend = os.environ["KERAS_BACKEND"]
@@ -423,7 +441,7 @@ def main(argv):
     data, skips = _training_data(model, synthetic, image_size, setup)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps)
     epochs = -(-FLAGS.steps // steps_per_epoch)
-    callbacks = []
+    callbacks = _logging_callbacks(output_dir) if setup.is_chief else []
     if skips is not None:
         from keras_maeclip.data.decoding import SkipReport
 

@@ -4,8 +4,20 @@ from keras_maeclip.training.distribution import (
     DistributionSetup,
     configure_distribution,
 )
+from keras_maeclip.training.flops import (
+    FlopCount,
+    analytic_flops_per_sample,
+    flop_count,
+)
+from keras_maeclip.training.throughput import THROUGHPUT_KEYS, Throughput, detect_num_devices
 
 __all__ = [
     "DistributionSetup",
+    "FlopCount",
+    "THROUGHPUT_KEYS",
+    "Throughput",
+    "analytic_flops_per_sample",
     "configure_distribution",
+    "detect_num_devices",
+    "flop_count",
 ]
