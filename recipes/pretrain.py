@@ -82,6 +82,11 @@ flags.DEFINE_enum("distribution", "auto", ["auto", "none", "data_parallel", "mod
 flags.DEFINE_integer("model_parallel_size", 2, "--distribution=model_parallel (JAX): devices per model replica.")
 flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices to try data parallelism without accelerators (JAX, TF; torch: torchrun --nproc_per_node=N).")
 flags.DEFINE_string("tpu", None, "TensorFlow: TPU name or address for TPUStrategy ('local' on a TPU VM).")
+flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "mixed_bfloat16: bfloat16 compute, float32 variables and losses (docs/scaling.md).")
+flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-batches of --batch_size averaged per optimizer update; --steps, --warmup_steps, --steps_per_epoch, --local_negative_steps and --checkpoint_every_steps stay in updates. Negatives come from one micro-batch.")
+flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm to this value.")
+flags.DEFINE_enum("remat", "none", ["none", "activations", "full"], "Rematerialise in the backward pass (keras.RematScope): activations (every backend) or full layers (torch only, not the masked models).")
+flags.DEFINE_integer("checkpoint_every_steps", 100, "Back up weights, optimizer and data position every N steps in <output_dir>/backup; after a crash the same command resumes there (0: no backups). Deleted when the run completes.")
 flags.DEFINE_integer("log_every_steps", 10, "TensorBoard batch-level scalars every N steps (0: per epoch only); logs in <output_dir>/tensorboard, epoch rows in <output_dir>/train_log.csv.")
 flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]).")
 
@@ -127,7 +132,11 @@ def _task_kwargs():
     if FLAGS.local_negative_steps:
         if model not in CONTRASTIVE_MODELS:
             raise app.UsageError(f"--local_negative_steps needs a contrastive model, not {model}.")
-        kwargs.update(local_steps=FLAGS.local_negative_steps, local_batch_size=FLAGS.local_batch_size)
+        kwargs.update(
+            # The loss counts micro-batches (fit steps).
+            local_steps=FLAGS.local_negative_steps * FLAGS.gradient_accumulation_steps,
+            local_batch_size=FLAGS.local_batch_size,
+        )
     return kwargs
 
 
@@ -360,6 +369,32 @@ def _print_summary(results, model_name):
     print(f"Held-out losses on {n} scenes: " + ", ".join(f"{k[5:]} {results[k]:.4f}" for k in terms))
 
 
+def _fault_tolerance_callbacks(output_dir, setup, accumulation):
+    """Step-level backup + exact resume, and a NaN stop that keeps the last good backup."""
+    import keras
+
+    from keras_maeclip.training import fault_tolerance_callbacks
+
+    if not FLAGS.checkpoint_every_steps:
+        return [keras.callbacks.TerminateOnNaN()]
+    return fault_tolerance_callbacks(
+        os.path.join(output_dir, "backup"),
+        save_every_steps=FLAGS.checkpoint_every_steps * accumulation,
+        # One process writes the shared backup; the others only restore it.
+        write=setup.is_chief,
+    )
+
+
+def _check_precision_flags():
+    if FLAGS.gradient_accumulation_steps < 1:
+        raise app.UsageError("--gradient_accumulation_steps must be >= 1.")
+    if FLAGS.remat == "full" and FLAGS.model in MASKED_MODELS:
+        raise app.UsageError(
+            "--remat=full recomputes the forward pass, which redraws the masks of the masked "
+            "models (wrong gradients); use --remat=activations."
+        )
+
+
 def _logging_callbacks(output_dir):
     """Throughput (samples/s, per device, step time, ETA, TFLOP/s) then its loggers."""
     import keras
@@ -400,6 +435,7 @@ def _configure_distribution():
 def main(argv):
     del argv
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
+    _check_precision_flags()
     select_backend(FLAGS.backend)
     setup = _configure_distribution()
     import keras
@@ -420,28 +456,45 @@ def main(argv):
     os.makedirs(output_dir, exist_ok=True)
     started = time.time()
 
-    with setup.scope():
+    from keras_maeclip.training import mixed_precision, remat_scope, resumed_step
+
+    # Gradient accumulation: fit steps are micro-batches, flags count updates.
+    accumulation = FLAGS.gradient_accumulation_steps
+    remat = None if FLAGS.remat == "none" else FLAGS.remat
+    with setup.scope(), mixed_precision(FLAGS.precision), remat_scope(remat):
         model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+    with setup.scope():
         model.compile(
             learning_rate=FLAGS.learning_rate,
             weight_decay=FLAGS.weight_decay,
-            warmup_steps=FLAGS.warmup_steps,
-            total_steps=FLAGS.steps,
+            warmup_steps=FLAGS.warmup_steps * accumulation,
+            total_steps=FLAGS.steps * accumulation,
+            global_clipnorm=FLAGS.clipnorm,
+            gradient_accumulation_steps=accumulation if accumulation > 1 else None,
         )
     image_size = _image_size(model)
     print(
         f"backend={keras.config.backend()} model={FLAGS.model} preset={FLAGS.preset} "
         f"params={model.count_params():,} image_size={image_size} "
-        f"batch={FLAGS.batch_size} steps={FLAGS.steps} distribution={setup.description}",
+        f"batch={FLAGS.batch_size}x{accumulation} steps={FLAGS.steps} precision={FLAGS.precision} "
+        f"distribution={setup.description}",
         flush=True,
     )
 
     if FLAGS.validate_data:
         _validate_data(model, synthetic, output_dir)
     data, skips = _training_data(model, synthetic, image_size, setup)
-    steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps)
-    epochs = -(-FLAGS.steps // steps_per_epoch)
-    callbacks = _logging_callbacks(output_dir) if setup.is_chief else []
+    steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps) * accumulation
+    epochs = -(-FLAGS.steps * accumulation // steps_per_epoch)
+    callbacks = _fault_tolerance_callbacks(output_dir, setup, accumulation)
+    if callbacks and FLAGS.checkpoint_every_steps:
+        # Data position: the batches the backup has trained on are skipped
+        # (the stream is deterministic: docs/scaling.md).
+        done = resumed_step(os.path.join(output_dir, "backup"))
+        if done:
+            print(f"Resuming from the backup at step {done // accumulation}: skipping {done} batches.", flush=True)
+            data = data.skip(done)
+    callbacks += _logging_callbacks(output_dir) if setup.is_chief else []
     if skips is not None:
         from keras_maeclip.data.decoding import SkipReport
 

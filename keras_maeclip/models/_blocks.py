@@ -7,7 +7,9 @@ def pre_ln_blocks(num_layers, hidden_dim, num_heads, mlp_ratio=4.0, dropout=0.0,
                   layer_norm_epsilon=1e-6, dtype=None, prefix="transformer_layer"):
     """`num_layers` pre-LN `keras_hub.layers.TransformerEncoder` blocks (GELU MLP).
 
-    Layers are named `f"{prefix}_{i}"`; saved weights depend on the names.
+    Layers are named `f"{prefix}_{i}"`, which sets their variables' paths;
+    two towers of one model need different prefixes (saved weights are
+    addressed by structure, not by these names).
     """
     return [
         keras_hub.layers.TransformerEncoder(

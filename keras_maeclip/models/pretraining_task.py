@@ -18,6 +18,7 @@ def default_optimizer(
     beta_2=0.98,
     epsilon=1e-6,
     global_clipnorm=None,
+    gradient_accumulation_steps=None,
 ):
     """AdamW with linear warm-up then cosine decay, decay on matrices only.
 
@@ -35,6 +36,14 @@ def default_optimizer(
         beta_1, beta_2, epsilon: AdamW moments, defaults `0.9, 0.98, 1e-6`
             (CLIP's).
         global_clipnorm: float or `None`, clip the global gradient norm.
+        gradient_accumulation_steps: int >= 2 or `None`. Average the
+            gradients of this many training steps (micro-batches) and
+            update once (Keras' optimizer option). The schedule still
+            counts micro-batches: `warmup_steps` and `total_steps` are in
+            `fit` steps, as are `ContrastiveLoss.steps_seen` and
+            `local_steps`; `optimizer.iterations` counts updates. The
+            contrastive loss sees one micro-batch at a time: accumulation
+            does not enlarge its batch of negatives.
 
     Returns:
         A `keras.optimizers.AdamW`.
@@ -76,6 +85,7 @@ def default_optimizer(
         beta_2=beta_2,
         epsilon=epsilon,
         global_clipnorm=global_clipnorm,
+        gradient_accumulation_steps=gradient_accumulation_steps,
     )
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in variables if excluded_from_weight_decay(v)]
@@ -170,6 +180,7 @@ class PretrainingTask(keras_hub.models.Task):
         warmup_steps=0,
         total_steps=None,
         global_clipnorm=None,
+        gradient_accumulation_steps=None,
         **kwargs,
     ):
         """Configure training; `optimizer="auto"` uses `default_optimizer`.
@@ -180,7 +191,8 @@ class PretrainingTask(keras_hub.models.Task):
                 built from the next arguments; a user optimizer is used as
                 given.
             learning_rate, weight_decay, warmup_steps, total_steps,
-            global_clipnorm: see `default_optimizer`.
+            global_clipnorm, gradient_accumulation_steps: see
+            `default_optimizer`.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`).
         """
@@ -192,6 +204,7 @@ class PretrainingTask(keras_hub.models.Task):
                 warmup_steps=warmup_steps,
                 total_steps=total_steps,
                 global_clipnorm=global_clipnorm,
+                gradient_accumulation_steps=gradient_accumulation_steps,
             )
             optimizer = default_optimizer(
                 self.trainable_variables,
@@ -200,6 +213,13 @@ class PretrainingTask(keras_hub.models.Task):
                 warmup_steps=warmup_steps,
                 total_steps=total_steps,
                 global_clipnorm=global_clipnorm,
+                gradient_accumulation_steps=gradient_accumulation_steps,
+            )
+        elif gradient_accumulation_steps is not None:
+            raise ValueError(
+                "gradient_accumulation_steps applies to optimizer='auto'; with your own "
+                "optimizer pass it to the optimizer (e.g. keras.optimizers.AdamW(..., "
+                f"gradient_accumulation_steps={gradient_accumulation_steps}))."
             )
         if kwargs.get("loss") is not None:
             raise ValueError(

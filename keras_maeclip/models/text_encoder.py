@@ -80,11 +80,15 @@ class TextEncoder(keras_hub.models.Backbone):
             dtype=dtype,
             name="position_embedding",
         )
+        # Names distinct from the image tower's, so that every variable of a
+        # two-tower model has its own path (Keras' torch backend registers
+        # variables as torch parameters by path).
         self.transformer_layers = pre_ln_blocks(
-            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype
+            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype,
+            prefix="text_transformer_layer",
         )
         self.final_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
+            epsilon=layer_norm_epsilon, dtype=dtype, name="text_final_norm"
         )
 
         # === Functional model ===

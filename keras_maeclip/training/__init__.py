@@ -4,20 +4,31 @@ from keras_maeclip.training.distribution import (
     DistributionSetup,
     configure_distribution,
 )
+from keras_maeclip.training.fault_tolerance import (
+    StepBackupAndRestore,
+    fault_tolerance_callbacks,
+    resumed_step,
+)
 from keras_maeclip.training.flops import (
     FlopCount,
     analytic_flops_per_sample,
     flop_count,
 )
+from keras_maeclip.training.precision import mixed_precision, remat_scope
 from keras_maeclip.training.throughput import THROUGHPUT_KEYS, Throughput, detect_num_devices
 
 __all__ = [
     "DistributionSetup",
     "FlopCount",
+    "StepBackupAndRestore",
     "THROUGHPUT_KEYS",
     "Throughput",
     "analytic_flops_per_sample",
     "configure_distribution",
     "detect_num_devices",
+    "fault_tolerance_callbacks",
     "flop_count",
+    "mixed_precision",
+    "remat_scope",
+    "resumed_step",
 ]

@@ -342,25 +342,21 @@ def _configure_torch(kind):
     )
 
 
-def _track_every_variable(model):
-    """Register every Keras variable of `model` as a torch parameter.
+def _check_every_variable_is_a_parameter(model):
+    """DDP averages the gradients of `model.parameters()` only.
 
-    Keras' torch layers register their variables in a `ParameterDict` keyed
-    by `variable.path`; the two towers' blocks share paths (e.g.
-    `transformer_layer_0/self_attention_layer/query/kernel`), so
-    `model.parameters()` holds only one tower's copy of those (27 of a tiny
-    CLIP's 43 trainable weights) and DDP would not average the rest. Keys
-    by position make every variable a distinct parameter.
+    Keras' torch layers register variables as torch parameters keyed by
+    `variable.path`; two variables sharing a path would leave one out (the
+    library's models keep their paths unique; `tests/models/test_variable_paths.py`).
     """
-    import torch
-
-    model._torch_params = torch.nn.ParameterDict(
-        {f"variable_{i}": variable.value for i, variable in enumerate(model.variables)}
-    )
     parameters = {id(p) for p in model.parameters()}
     missing = [v.path for v in model.trainable_variables if id(v.value) not in parameters]
     if missing:
-        raise RuntimeError(f"Trainable variables not visible to DDP: {missing[:5]}")
+        raise ValueError(
+            f"{len(missing)} trainable variables are not torch parameters of the model, so DDP "
+            f"would not average their gradients (e.g. {missing[:3]}): give the layers that "
+            "own them distinct names so that every variable path is unique."
+        )
 
 
 class _DDPForward:
@@ -388,7 +384,7 @@ def _attach_ddp(model, **options):
         )
     if not model.built:
         raise ValueError("Build the model (e.g. call it once) before prepare_model().")
-    _track_every_variable(model)
+    _check_every_variable_is_a_parameter(model)
     route = _DDPForward(model, **options)
     # Not a Keras / torch attribute: a plain reference the task's __call__ reads.
     object.__setattr__(model, "_data_parallel_forward", route)
