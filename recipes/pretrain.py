@@ -14,7 +14,7 @@ recall; masked models (MAE, M3AE, MAE-CLIP) also write `reconstructions.png`
 (original / masked / reconstructed) for held-out images. `recipes/evaluate.py`
 runs the whole evaluation suite on the saved preset.
 
-    KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, ~6 min
+    KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, 4–6 min
     python recipes/pretrain.py --model=maeclip --pooling=max --steps=300
     python recipes/pretrain.py --model=maeclip --masking=similarity \
         --contrastive_view=full --local_negative_steps=100
