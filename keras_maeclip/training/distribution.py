@@ -280,13 +280,21 @@ def _configure_tensorflow(kind, tpu, cpu_devices):
         devices = [d.name for d in (gpus if gpus else cpus)]
         strategy = tf.distribute.MirroredStrategy(devices=devices)
         description = f"MirroredStrategy over {len(devices)} devices"
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_id = getattr(resolver, "task_id", 0) or 0
     return DistributionSetup(
         "data_parallel", "tensorflow", num_replicas=strategy.num_replicas_in_sync,
-        num_processes=max(workers, 1), process_index=int(task_id), engine=strategy,
-        description=description,
+        num_processes=max(workers, 1), process_index=_tf_process_index(strategy, cluster),
+        engine=strategy, description=description,
     )
+
+
+def _tf_process_index(strategy, cluster):
+    """0 for the chief (the `chief` task, else worker 0), then the other workers."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = int(getattr(resolver, "task_id", 0) or 0)
+    if task_type in (None, "chief"):
+        return 0
+    return task_id + (1 if "chief" in cluster else 0)
 
 
 def _split_tf_cpu(tf, count):

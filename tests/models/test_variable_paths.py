@@ -30,7 +30,7 @@ def test_variable_paths_are_unique(cls, preset):
         assert all(id(v.value) in parameters for v in model.variables)
 
 
-@pytest.mark.skipif(keras.config.backend() != "torch", reason="torch gradient buffers")
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="checks torch .grad buffers, which only the torch backend has")
 def test_torch_fit_clears_every_gradient_between_steps():
     model = CLIP.from_preset("clip_tiny_gap", vocabulary_size=64, **TINY)
     rng = np.random.default_rng(0)

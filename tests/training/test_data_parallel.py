@@ -115,7 +115,7 @@ def test_masked_model_trains_in_step_on_every_replica(runs):
         assert i > 40
 
 
-@pytest.mark.skipif(keras.config.backend() != "jax", reason="model parallelism is JAX-only")
+@pytest.mark.skipif(keras.config.backend() != "jax", reason="ModelParallel is keras.distribution's (JAX); TF and torch refuse it (test_distribution.py)")
 def test_model_parallel_shards_kernels_and_equals_single_device(runs):
     run = runs[0]
     assert "2 (batch) × 2 (model)" in str(run["model_parallel/description"])

@@ -25,20 +25,20 @@ def test_unknown_kind_is_refused():
         configure_distribution("pipeline")
 
 
-@pytest.mark.skipif(BACKEND == "jax", reason="JAX has model parallelism")
+@pytest.mark.skipif(BACKEND == "jax", reason="JAX runs model_parallel (test_data_parallel.py); only TF and torch refuse it")
 def test_model_parallel_is_refused_with_the_alternative():
     with pytest.raises(ValueError, match=f"not available on the {BACKEND} backend.*JAX backend"):
         configure_distribution("model_parallel")
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="JAX mesh check")
+@pytest.mark.skipif(BACKEND != "jax", reason="the device-mesh size check exists only on JAX, the backend with model_parallel")
 def test_model_parallel_size_must_divide_the_devices():
     with pytest.raises(ValueError, match="model_parallel_size=2 must divide the 1 devices"):
         configure_distribution("model_parallel", model_parallel_size=2)
     keras.distribution.set_distribution(None)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="torch launch check")
+@pytest.mark.skipif(BACKEND != "torch", reason="only torch needs torchrun to start its processes")
 def test_torch_data_parallel_needs_torchrun(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ValueError, match="torchrun --nproc_per_node=N"):

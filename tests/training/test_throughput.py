@@ -215,7 +215,7 @@ def _jax_lowerings(model, batch, contrastive):
     )
 
 
-@pytest.mark.skipif(BACKEND != "jax", reason="XLA cost analysis through jax.jit")
+@pytest.mark.skipif(BACKEND != "jax", reason="compares with the program XLA compiles, which only the JAX backend exposes here")
 def test_count_matches_the_compiled_program(preprocessor):
     batch_size = 4
     models = [
