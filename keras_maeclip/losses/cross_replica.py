@@ -81,9 +81,7 @@ def batch_is_global():
 
 
 def replica_batch_size(batch_size):
-    """Rows of `batch_size` (as the loss sees it) that one replica holds."""
-    if not batch_is_global():
-        return batch_size
+    """Rows of a global `batch_size` (JAX, or one device) that one replica holds."""
     replicas = num_replicas()
     if batch_size is not None and batch_size % replicas:
         raise ValueError(
@@ -147,32 +145,37 @@ def use_torch_gather_group(group):
     _TORCH_GROUP["gather"] = group
 
 
-def _torch_gather(x):
-    import torch
-    import torch.distributed as dist
+def _torch_all_gather_function():
+    """The autograd all-gather, defined once (torch is imported lazily)."""
+    if "function" not in _TORCH_GROUP:
+        import torch
+        import torch.distributed as dist
 
+        class AllGather(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, rows, group):
+                parts = [torch.empty_like(rows) for _ in range(dist.get_world_size(group))]
+                dist.all_gather(parts, rows.contiguous(), group=group)
+                ctx.group, ctx.rank, ctx.rows = group, dist.get_rank(group), rows.shape[0]
+                return torch.cat(parts, dim=0)
+
+            @staticmethod
+            def backward(ctx, grad):
+                # Every process's loss depends on every row: sum their
+                # gradients and keep this process's rows.
+                grad = grad.contiguous()
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+                return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows], None
+
+        _TORCH_GROUP["function"] = AllGather
+    return _TORCH_GROUP["function"]
+
+
+def _torch_gather(x):
     group = _TORCH_GROUP.get("gather")
     if group is None:
         raise RuntimeError(
             "Global negatives under torch.distributed need a gather process group; "
             "set up the run with keras_maeclip.training.configure_distribution()."
         )
-
-    class AllGather(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, rows):
-            world = dist.get_world_size(group)
-            parts = [torch.empty_like(rows) for _ in range(world)]
-            dist.all_gather(parts, rows.contiguous(), group=group)
-            ctx.rank, ctx.rows = dist.get_rank(group), rows.shape[0]
-            return torch.cat(parts, dim=0)
-
-        @staticmethod
-        def backward(ctx, grad):
-            # Every process's loss depends on every row: sum their gradients
-            # and keep this process's rows.
-            grad = grad.contiguous()
-            dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=group)
-            return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
-
-    return AllGather.apply(x)
+    return _torch_all_gather_function().apply(x, group)
