@@ -74,6 +74,7 @@ flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip
 flags.DEFINE_float("text_loss_weight", None, "Weight of the token loss (maeclip and m3ae default 0.1).")
 flags.DEFINE_enum("masking", None, ["random", "similarity"], "maeclip: how masked patches are chosen (default random).")
 flags.DEFINE_float("similarity_temperature", None, "maeclip similarity masking: lower is more peaked (default 0.1).")
+flags.DEFINE_enum("similarity_direction", None, ["mask_similar", "keep_similar"], "maeclip similarity masking: mask the caption-similar patches or keep them (default mask_similar).")
 flags.DEFINE_enum("contrastive_view", None, ["masked", "full"], "maeclip: contrastive branch on the kept patches or a second full pass (default masked).")
 flags.DEFINE_bool("norm_pix_loss", True, "Per-patch normalised pixel targets (MAE's norm_pix_loss).")
 flags.DEFINE_integer("reconstructions", 8, "Held-out images in reconstructions.png for masked models (0: none).")
@@ -107,6 +108,7 @@ TASK_FLAGS = {
     "text_loss_weight": {"maeclip": "text_loss_weight", "m3ae": "text_loss_weight"},
     "masking": {"maeclip": "masking"},
     "similarity_temperature": {"maeclip": "similarity_temperature"},
+    "similarity_direction": {"maeclip": "similarity_direction"},
     "contrastive_view": {"maeclip": "contrastive_view"},
 }
 

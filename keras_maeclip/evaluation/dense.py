@@ -17,7 +17,6 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_maeclip.losses import l2_normalize
 
 # One cached functional model per (backbone, normalize); weak keys so the
 # cache never keeps a model alive and adds no attribute to the backbone.
@@ -44,20 +43,15 @@ def _clip_backbone(model, caller):
 def dense_embedder(model, normalize=True):
     """A functional model: preprocessed images → per-patch joint embeddings.
 
-    Each patch token of the image encoder's output (the class token, if the
-    encoder has one, is dropped) is passed through the model's own image
-    pooling head as a sequence of length one, then through the image
-    projection and, with `normalize`, L2 normalisation. For GAP, MAX and
-    "first" pooling the head is the identity on one token; for MAP it is the
-    attention-pooling head applied to one token (its probe then attends to
-    that token alone, so the head reduces to the attention's value and
-    output projections plus its residual MLP) — the MaskCLIP-style dense
-    trick of reusing the pooling head's value path per patch.
-
-    This is `backbone.embed_image_tokens` applied per patch, written out
-    with the backbone's layers (`image_pooler`, `image_projection`) because
-    `embed_image_tokens` would strip the first token of every length-one
-    sequence of an encoder with a class token.
+    Each patch token of the image encoder's output is embedded by
+    `CLIPBackbone.embed_patch_tokens` (the class token, if any, dropped;
+    the token passed through the model's own image pooling head as a
+    sequence of length one, then the image projection and, with
+    `normalize`, L2 normalisation). For GAP, MAX and "first" pooling the
+    head is the identity on one token; for MAP it reduces to the attention's
+    value and output projections plus its residual MLP — the MaskCLIP-style
+    dense trick. MAE-CLIP's similarity masking scores patches with the same
+    method, so a grounding map shows what that masking sees.
 
     Args:
         model: a `CLIP` or `MAECLIP` task (or its `CLIPBackbone`).
@@ -84,19 +78,13 @@ def dense_embedder(model, normalize=True):
     key = bool(normalize)
     if key not in cache:
         encoder = backbone.image_encoder
-        grid, width = encoder.grid_size, encoder.hidden_dim
+        grid = encoder.grid_size
         images = keras.Input(
             shape=(encoder.image_size, encoder.image_size, encoder.num_channels),
             name="images",
         )
-        tokens = encoder(images)
-        if encoder.use_class_token:
-            tokens = tokens[:, 1:]
-        # Every patch becomes its own length-one sequence: (batch·grid², 1, width).
-        single = ops.reshape(tokens, (-1, 1, width))
-        projected = backbone.image_projection(backbone.image_pooler(single))
-        projected = l2_normalize(projected) if normalize else ops.cast(projected, "float32")
-        dense = ops.reshape(projected, (-1, grid, grid, backbone.embedding_dim))
+        dense = backbone.embed_patch_tokens(encoder(images), normalize=normalize)
+        dense = ops.reshape(dense, (-1, grid, grid, backbone.embedding_dim))
         cache[key] = keras.Model(images, dense, name="dense_embedder")
     return cache[key]
 

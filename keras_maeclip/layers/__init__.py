@@ -2,6 +2,7 @@
 
 from keras_maeclip.layers.class_token import ClassToken
 from keras_maeclip.layers.masking import (
+    SIMILARITY_DIRECTIONS,
     mask_by_scores,
     num_kept,
     random_masking,
@@ -22,6 +23,7 @@ __all__ = [
     "ModalityEmbedding",
     "PatchEmbedding",
     "POOLING_MODES",
+    "SIMILARITY_DIRECTIONS",
     "SinCosPositionEncoding2D",
     "TokenPooling",
     "mask_by_scores",

@@ -82,15 +82,37 @@ def random_masking(tokens, mask_ratio, seed=None):
     return mask_by_scores(tokens, noise, keep)
 
 
-def similarity_masking(tokens, patch_embeddings, text_embeddings, mask_ratio, temperature=0.1, seed=None):
-    """Mask patches with probability rising with their similarity to the caption.
+SIMILARITY_DIRECTIONS = ("mask_similar", "keep_similar")
 
-    The library's reading of the paper's similarity masking (Appendix F):
-    masked patches are drawn without replacement with probabilities
-    `softmax(cos(patch, caption) / temperature)` (Gumbel-top-k sampling), so
-    reconstruction works on the caption-relevant content. Similarities are
-    computed under stop-gradient. A small `temperature` makes the choice
-    peaked; a large one, or equal similarities, reduces it to random masking.
+
+def similarity_masking(
+    tokens,
+    patch_embeddings,
+    text_embeddings,
+    mask_ratio,
+    temperature=0.1,
+    seed=None,
+    direction="mask_similar",
+):
+    """Choose the masked patches by their similarity to the caption.
+
+    The library's reading of the paper's similarity masking (Appendix F).
+    Each patch gets the weight `softmax(cos(patch, caption) / temperature)`
+    and patches are drawn without replacement with those probabilities
+    (Gumbel-top-k sampling on the same perturbed scores in both
+    directions):
+
+    - `direction="mask_similar"` (default): the `L - keep` *masked* patches
+      are the draws, so the caption-relevant content is hidden and
+      reconstructed; the kept (encoded) patches are the least similar.
+    - `direction="keep_similar"`: the `keep` *kept* patches are the draws,
+      so the encoder sees the caption-relevant content and the least
+      similar patches are masked.
+
+    Similarities are computed under stop-gradient. A small `temperature`
+    makes the choice peaked (as it tends to 0: the most similar patches
+    are masked, resp. kept); a large one, or equal similarities, reduces it
+    to random masking.
 
     Args:
         tokens: `(batch, length, width)`, the tokens to mask.
@@ -100,13 +122,16 @@ def similarity_masking(tokens, patch_embeddings, text_embeddings, mask_ratio, te
         mask_ratio: float in [0, 1).
         temperature: float > 0, defaults to `0.1`.
         seed: int, `keras.random.SeedGenerator` or `None`.
+        direction: `"mask_similar"` or `"keep_similar"`, defaults to
+            `"mask_similar"`.
 
     Returns:
         The dict of `mask_by_scores`, plus `similarity` `(batch, length)`.
 
     Example:
     >>> out = similarity_masking(keras.ops.ones((2, 16, 8)),
-    ...     keras.random.normal((2, 16, 4)), keras.random.normal((2, 4)), 0.75)
+    ...     keras.random.normal((2, 16, 4)), keras.random.normal((2, 4)), 0.75,
+    ...     direction="keep_similar")
     >>> out["mask"].shape
     (2, 16)
 
@@ -114,6 +139,10 @@ def similarity_masking(tokens, patch_embeddings, text_embeddings, mask_ratio, te
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0; got {temperature}.")
+    if direction not in SIMILARITY_DIRECTIONS:
+        raise ValueError(
+            f"Unknown similarity direction={direction!r}; use one of {SIMILARITY_DIRECTIONS}."
+        )
     keep = num_kept(tokens.shape[1], mask_ratio)
     patches = ops.stop_gradient(ops.cast(patch_embeddings, "float32"))
     texts = ops.stop_gradient(ops.cast(text_embeddings, "float32"))
@@ -122,9 +151,12 @@ def similarity_masking(tokens, patch_embeddings, text_embeddings, mask_ratio, te
     similarity = ops.einsum("bld,bd->bl", patches, texts)
     uniform = keras.random.uniform(ops.shape(similarity), minval=1e-6, maxval=1.0 - 1e-6, seed=seed)
     gumbel = -ops.log(-ops.log(uniform))
-    # Gumbel-top-k: the highest perturbed log-weights are the masked draws;
-    # mask_by_scores keeps the lowest scores, so they sort last.
-    out = mask_by_scores(tokens, similarity / temperature + gumbel, keep)
+    perturbed = similarity / temperature + gumbel
+    # Gumbel-top-k: the highest perturbed log-weights are the draws.
+    # mask_by_scores keeps the lowest scores: with "mask_similar" the draws
+    # sort last (masked); with "keep_similar" they sort first (kept).
+    scores = perturbed if direction == "mask_similar" else -perturbed
+    out = mask_by_scores(tokens, scores, keep)
     out["similarity"] = similarity
     return out
 

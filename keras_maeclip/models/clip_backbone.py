@@ -117,6 +117,50 @@ class CLIPBackbone(keras_hub.models.Backbone):
             tokens = tokens[:, 1:]
         return l2_normalize(self.image_projection(self.image_pooler(tokens)))
 
+    def embed_patch_tokens(self, tokens, normalize=True):
+        """Each patch token on its own in the joint space → `(batch, patches, dim)`.
+
+        The dense counterpart of `embed_image_tokens`: every patch token
+        (the class token, if the encoder has one, is dropped whatever the
+        pooling) goes through the image pooling head as a sequence of
+        length one, then the image projection and, with `normalize`, L2
+        normalisation. For GAP, MAX and `"first"` the head is the identity
+        on one token; for MAP its probe attends to that token alone, so the
+        head reduces to the attention's value and output projections plus
+        its residual MLP (the MaskCLIP-style reuse of the pooling head's
+        value path). This is the one definition of a patch's embedding:
+        MAE-CLIP's similarity masking scores patches with it and
+        `keras_maeclip.evaluation.dense` (grounding, segmentation) embeds
+        patches with it.
+
+        Args:
+            tokens: the image encoder's output `(batch, [1 +] patches,
+                width)`, class token first if the encoder has one.
+            normalize: bool. `True` (default) returns unit vectors
+                (float32); `False` the projections before normalisation
+                (cast to float32).
+
+        Returns:
+            float32 tensor `(batch, patches, embedding_dim)`, in the
+            encoder's patch order (row by row).
+
+        Example:
+        >>> backbone = CLIPBackbone.from_preset("clip_tiny_map", vocabulary_size=64)
+        >>> tokens = backbone.image_encoder(np.zeros((2, 32, 32, 3)))
+        >>> backbone.embed_patch_tokens(tokens).shape
+        (2, 64, 96)
+
+        References: Zhou et al. 2022 (MaskCLIP, dense CLIP features);
+        Weers et al. 2023 §5 and Appendix F.
+        """
+        if self.image_encoder.use_class_token:
+            tokens = tokens[:, 1:]
+        length, width = tokens.shape[1], tokens.shape[2]
+        single = ops.reshape(tokens, (-1, 1, width))
+        projected = self.image_projection(self.image_pooler(single))
+        projected = l2_normalize(projected) if normalize else ops.cast(projected, "float32")
+        return ops.reshape(projected, (-1, length, self.embedding_dim))
+
     def embed_text_tokens(self, tokens, padding_mask):
         """Pool (ignoring padding), project and L2-normalise text tokens."""
         pooled = self.text_pooler(tokens, padding_mask=padding_mask)

@@ -3,7 +3,12 @@
 import keras
 from keras import ops
 
-from keras_maeclip.layers import random_masking, similarity_masking, text_masking
+from keras_maeclip.layers import (
+    SIMILARITY_DIRECTIONS,
+    random_masking,
+    similarity_masking,
+    text_masking,
+)
 from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip import CLIP, CONTRASTIVE_METRICS
@@ -38,14 +43,29 @@ class MAECLIP(CLIP):
     (`contrastive_loss`, `image_reconstruction_loss`,
     `text_reconstruction_loss`) next to CLIP's.
 
-    `masking="similarity"` draws the masked patches with probability rising
-    with the cosine similarity between each patch and the caption (the
-    library's reading of the paper's Appendix F; see
-    `keras_maeclip.layers.similarity_masking`). Patch embeddings for this
-    score are the image tower's tokens of the unmasked image, projected by
-    the image projection, under stop-gradient: with `contrastive_view="full"`
-    that pass is the contrastive one; with `"masked"` it is an extra
-    forward-only pass, which costs compute.
+    `masking="similarity"` chooses the patches by the cosine similarity
+    between each patch and the caption (the library's reading of the
+    paper's Appendix F; see `keras_maeclip.layers.similarity_masking`).
+    A patch's embedding for this score is `backbone.embed_patch_tokens` of
+    the image tower's tokens of the unmasked image (each patch token
+    through the image pooling head alone, then the image projection: the
+    same dense embedding that grounding and segmentation use), under
+    stop-gradient. With `contrastive_view="full"` that tower pass is the
+    contrastive one; with `"masked"` it is an extra forward-only pass, which
+    costs compute. `similarity_direction` says which patches the draw
+    picks, and with it what each view learns from:
+
+    - `"mask_similar"` (default): the most caption-similar patches are
+      masked and reconstructed. With `contrastive_view="masked"` the
+      contrastive embedding pools only the *least* similar (kept) patches,
+      so the caption must be matched from the image's background; with
+      `"full"` the contrastive embedding sees every patch and only the
+      reconstruction is steered.
+    - `"keep_similar"`: the most caption-similar patches are kept and
+      encoded, the least similar ones masked and reconstructed from them.
+      With `"masked"` the contrastive embedding pools the caption-relevant
+      patches (a saliency-cropped FLIP); with `"full"` it sees every patch
+      and the decoder fills in the background.
 
     Calling the model returns `image_embeddings`, `text_embeddings`,
     `pixels`, `image_mask` (1 = masked), `token_logits`, `text_mask` and
@@ -65,6 +85,9 @@ class MAECLIP(CLIP):
         masking: `"random"` or `"similarity"`, defaults to `"random"`.
         similarity_temperature: float, how peaked similarity masking is.
             Defaults to `0.1`.
+        similarity_direction: `"mask_similar"` or `"keep_similar"`, which
+            patches similarity masking draws (see above). Defaults to
+            `"mask_similar"`; ignored by random masking.
         norm_pix_loss: bool, defaults to `True`.
         mask_token_id, special_token_ids: ids for text masking; `None` takes
             them from the preprocessor's tokenizer, else `learn_vocabulary`'s
@@ -88,7 +111,8 @@ class MAECLIP(CLIP):
 
     task_keys = CLIP.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",
-        "contrastive_view", "masking", "similarity_temperature", "norm_pix_loss",
+        "contrastive_view", "masking", "similarity_temperature", "similarity_direction",
+        "norm_pix_loss",
         "mask_token_id", "special_token_ids", "seed",
     )
 
@@ -104,6 +128,7 @@ class MAECLIP(CLIP):
         contrastive_view="masked",
         masking="random",
         similarity_temperature=0.1,
+        similarity_direction="mask_similar",
         norm_pix_loss=True,
         mask_token_id=None,
         special_token_ids=None,
@@ -117,6 +142,11 @@ class MAECLIP(CLIP):
             )
         if masking not in MASKING_STRATEGIES:
             raise ValueError(f"Unknown masking={masking!r}; use one of {MASKING_STRATEGIES}.")
+        if similarity_direction not in SIMILARITY_DIRECTIONS:
+            raise ValueError(
+                f"Unknown similarity_direction={similarity_direction!r}; use one of "
+                f"{SIMILARITY_DIRECTIONS}."
+            )
         _check_decoder(decoder, backbone)
         metric_names = CONTRASTIVE_METRICS[:1] + _RECONSTRUCTION_METRICS + CONTRASTIVE_METRICS[1:]
         super().__init__(
@@ -130,6 +160,7 @@ class MAECLIP(CLIP):
         self.contrastive_view = contrastive_view
         self.masking = masking
         self.similarity_temperature = similarity_temperature
+        self.similarity_direction = similarity_direction
         self.norm_pix_loss = norm_pix_loss
         self.mask_token_id, self.special_token_ids = resolve_text_mask_ids(
             preprocessor, backbone.text_encoder.vocabulary_size, mask_token_id, special_token_ids
@@ -175,11 +206,12 @@ class MAECLIP(CLIP):
                 scoring_tokens = full_tokens
             masked = similarity_masking(
                 patches,
-                backbone.image_projection(self._patch_tokens(scoring_tokens)),
+                backbone.embed_patch_tokens(scoring_tokens),
                 text_embeddings,
                 self.image_mask_ratio,
                 temperature=self.similarity_temperature,
                 seed=self.seed_generator,
+                direction=self.similarity_direction,
             )
         else:
             masked = random_masking(patches, self.image_mask_ratio, self.seed_generator)
@@ -234,6 +266,7 @@ class MAECLIP(CLIP):
                 "contrastive_view": self.contrastive_view,
                 "masking": self.masking,
                 "similarity_temperature": self.similarity_temperature,
+                "similarity_direction": self.similarity_direction,
                 "norm_pix_loss": self.norm_pix_loss,
                 "mask_token_id": self.mask_token_id,
                 "special_token_ids": list(self.special_token_ids),

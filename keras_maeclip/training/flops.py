@@ -223,6 +223,11 @@ def flop_count(model, batch_size=None, sequence_length=None):
         if model.masking == "similarity":
             if model.contrastive_view == "masked":
                 no_grad["image_tower_scoring"] = full_pass()
+            # embed_patch_tokens: each patch alone through the pooling head
+            # (MAP: one-token attention + MLP per patch; else no work).
+            no_grad["scoring_pooling"] = image.num_patches * _pooling_flops(
+                backbone.image_pooler, 1, image.hidden_dim
+            )
             no_grad["scoring_projection"] = dense_flops(image.num_patches, image.hidden_dim, embed)
             no_grad["scoring_similarity"] = dense_flops(image.num_patches, embed, 1)
         grad["image_tower"] = _tower_flops(

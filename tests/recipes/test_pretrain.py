@@ -40,7 +40,7 @@ def test_pretrain_recipe_trains_evaluates_and_saves_a_preset(tmp_path):
     "model, flags, terms",
     [
         ("maeclip", ["--pooling=max", "--masking=similarity", "--contrastive_view=full",
-                     "--local_negative_steps=1", "--text_mask_ratio=0.3", "--image_loss_weight=0.5"],
+                     "--similarity_direction=keep_similar", "--local_negative_steps=1", "--text_mask_ratio=0.3", "--image_loss_weight=0.5"],
          ("contrastive_loss", "image_reconstruction_loss", "text_reconstruction_loss")),
         ("m3ae", ["--image_mask_ratio=0.5"], ("image_reconstruction_loss", "text_reconstruction_loss")),
         ("mae", ["--norm_pix_loss=false"], ("image_reconstruction_loss",)),
@@ -66,6 +66,7 @@ def test_pretrain_recipe_trains_each_masked_variant(tmp_path, model, flags, term
     if model == "maeclip":
         assert (loaded.masking, loaded.contrastive_view, loaded.backbone.image_pooling) == ("similarity", "full", "max")
         assert (loaded.text_mask_ratio, loaded.image_loss_weight) == (0.3, 0.5)
+        assert loaded.similarity_direction == "keep_similar"
         assert loaded.contrastive.local_steps == 1
     elif model == "m3ae":
         assert loaded.image_mask_ratio == 0.5
