@@ -94,9 +94,54 @@ def test_similarity_masking_is_uniform_on_flat_scores():
     np.testing.assert_allclose(to_np(out["similarity"]), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("direction", ["mask_similar", "keep_similar"])
+def test_similarity_direction_near_zero_temperature_is_top_k(direction):
+    # Well-separated similarities (a permutation of 16 levels 0.1 apart):
+    # at temperature 1e-4 the Gumbel noise cannot reorder them.
+    rng = np.random.default_rng(5)
+    batch, length, keep = 6, 16, 4
+    text = np.zeros((batch, 2), "float32")
+    text[:, 0] = 1.0
+    levels = np.stack([rng.permutation(length) for _ in range(batch)]) * 0.1 - 0.75
+    angles = np.arccos(np.clip(levels, -1, 1))
+    patches = np.stack([np.cos(angles), np.sin(angles)], -1).astype("float32")
+    out = similarity_masking(TOKENS[:1].repeat(batch, 0), patches, text, 0.75,
+                             temperature=1e-4, seed=7, direction=direction)
+    similarity = np.einsum("bld,bd->bl", patches, text)
+    np.testing.assert_allclose(to_np(out["similarity"]), similarity, atol=1e-6)
+    order = np.argsort(-similarity, axis=1)  # most similar first
+    expected = np.ones((batch, length))
+    if direction == "mask_similar":  # the 12 most similar are masked
+        expected[np.arange(batch)[:, None], order[:, length - keep:]] = 0.0
+    else:  # the 4 most similar are kept
+        expected[np.arange(batch)[:, None], order[:, :keep]] = 0.0
+    np.testing.assert_array_equal(to_np(out["mask"]), expected)
+    np.testing.assert_array_equal(np.sort(to_np(out["ids_keep"]), 1), np.sort(np.where(expected == 0)[1].reshape(batch, keep), 1))
+
+
+def test_keep_similar_keeps_caption_like_patches_statistically():
+    rng = np.random.default_rng(0)
+    trials = 200
+    text = rng.normal(size=(1, 8)).astype("float32")
+    patches = rng.normal(size=(1, 16, 8)).astype("float32")
+    patches[:, :4] += 3.0 * text[:, None]
+    out = similarity_masking(
+        np.repeat(TOKENS[:1], trials, 0), np.repeat(patches, trials, 0), np.repeat(text, trials, 0),
+        0.75, temperature=0.1, seed=11, direction="keep_similar",
+    )
+    freq = to_np(out["mask"]).mean(0)
+    # 4 of 16 are kept: mostly the 4 caption-like patches (masked in 7 %
+    # of the trials with this draw), the others nearly always masked.
+    assert freq[:4].mean() < 0.15
+    assert freq[4:].mean() > 0.95
+    np.testing.assert_allclose(freq.sum(), 12.0)
+
+
 def test_similarity_masking_rejects_bad_temperature():
     with pytest.raises(ValueError, match="temperature must be > 0"):
         similarity_masking(TOKENS, TOKENS, TOKENS[:, 0], 0.5, temperature=0.0)
+    with pytest.raises(ValueError, match="direction='both'.*keep_similar"):
+        similarity_masking(TOKENS, TOKENS, TOKENS[:, 0], 0.5, direction="both")
     with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\)"):
         random_masking(TOKENS, 1.0)
 
