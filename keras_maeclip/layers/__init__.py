@@ -10,7 +10,12 @@ from keras_maeclip.layers.masking import (
     text_masking,
 )
 from keras_maeclip.layers.modality_embedding import ModalityEmbedding
-from keras_maeclip.layers.patching import PatchEmbedding, patchify, unpatchify
+from keras_maeclip.layers.patching import (
+    FlattenedKernelInitializer,
+    PatchEmbedding,
+    patchify,
+    unpatchify,
+)
 from keras_maeclip.layers.pooling import POOLING_MODES, TokenPooling
 from keras_maeclip.layers.position import (
     SinCosPositionEncoding2D,
@@ -20,6 +25,7 @@ from keras_maeclip.layers.position import (
 
 __all__ = [
     "ClassToken",
+    "FlattenedKernelInitializer",
     "ModalityEmbedding",
     "PatchEmbedding",
     "POOLING_MODES",

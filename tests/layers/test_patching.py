@@ -54,3 +54,40 @@ def test_patch_embedding_config_round_trip():
     clone = PatchEmbedding.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
     assert clone.patch_size == 4 and clone.use_bias is False
+
+
+def _uniform_glorot_variance(fan_in, fan_out):
+    # U(-a, a) with a = sqrt(6 / (fan_in + fan_out)) has variance a² / 3.
+    return 2.0 / (fan_in + fan_out)
+
+
+@pytest.mark.parametrize("patch_size, channels, hidden, tolerance", [(8, 3, 96, 0.04), (4, 3, 32, 0.15)])
+def test_patch_embedding_is_initialised_like_mae(patch_size, channels, hidden, tolerance):
+    # MAE: xavier_uniform on the flattened (p·p·c → hidden) weight, so
+    # fan_in = p·p·c and fan_out = hidden (not p·p·hidden, Conv2D's fans).
+    # The sample variance of n uniform draws has relative standard
+    # deviation sqrt(0.8 / n): 0.7 % for n = 18432, 2.3 % for n = 1536;
+    # the tolerances are about 6 of those. Conv2D's own glorot would be
+    # 22× (resp. 7×) smaller.
+    keras.utils.set_random_seed(3)
+    layer = PatchEmbedding(patch_size=patch_size, hidden_dim=hidden)
+    layer.build((None, 4 * patch_size, 4 * patch_size, channels))
+    kernel = keras.ops.convert_to_numpy(layer.projection.kernel).astype("float64")
+    fan_in = patch_size * patch_size * channels
+    expected = _uniform_glorot_variance(fan_in, hidden)
+    assert kernel.var() == pytest.approx(expected, rel=tolerance)
+    assert abs(kernel.mean()) < 4 * np.sqrt(expected / kernel.size)
+    assert np.abs(kernel).max() <= np.sqrt(3 * expected) + 1e-7
+    # The initializer is serialised with the layer and rebuilt from it.
+    clone = PatchEmbedding.from_config(layer.get_config())
+    clone.build((None, 4 * patch_size, 4 * patch_size, channels))
+    assert keras.ops.convert_to_numpy(clone.projection.kernel).var() == pytest.approx(expected, rel=tolerance)
+
+
+def test_vit_encoder_patch_embedding_uses_the_flattened_fans():
+    from keras_maeclip.models import ViTEncoder
+
+    keras.utils.set_random_seed(4)
+    encoder = ViTEncoder(image_size=32, patch_size=8, hidden_dim=96, num_layers=1, num_heads=2)
+    kernel = keras.ops.convert_to_numpy(encoder.patch_embedding.projection.kernel)
+    assert kernel.var() == pytest.approx(_uniform_glorot_variance(8 * 8 * 3, 96), rel=0.04)
