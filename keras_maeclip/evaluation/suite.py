@@ -10,6 +10,12 @@ at an ADE20K-style folder instead.
 Held-out synthetic scenes are drawn with `seed + offset` (offsets below), so
 they never coincide with pretraining examples drawn with `seed`.
 
+Every evaluation `run_suite` runs sees the model as it was passed in, in
+any order: VQA fine-tunes the towers in place (see `fine_tune_vqa`), so
+`run_suite` snapshots the model's state once (`preserved_state`) and puts
+it back after each evaluation, and seeds the global random generators with
+`config.seed` before each one.
+
 Which evaluation takes which model:
 
 | evaluation     | CLIP | MAE-CLIP | M3AE | MAE |
@@ -23,6 +29,7 @@ Which evaluation takes which model:
 | reconstruction |      | yes      | yes  | yes |
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -232,7 +239,12 @@ def linear_probe(model, config):
 
 
 def vqa(model, config):
-    """VQA fine-tuning as answer classification (Appendix D of the paper)."""
+    """VQA fine-tuning as answer classification (Appendix D of the paper).
+
+    Fine-tunes the towers (unless `config.vqa_freeze_towers`) inside
+    `preserved_state`, so the model comes back with its pretrained weights
+    and `trainable` flags.
+    """
     from keras_maeclip.evaluation.vqa import fine_tune_vqa, synthetic_vqa
 
     if config.vqa_dataset:
@@ -247,16 +259,18 @@ def vqa(model, config):
         *test, types = synthetic_vqa(
             config.examples, seed=config.seed + _OFFSETS["vqa_test"], image_size=size, with_types=True
         )
-    metrics, _ = fine_tune_vqa(
-        model,
-        train,
-        tuple(test),
-        epochs=config.vqa_epochs,
-        learning_rate=config.vqa_learning_rate,
-        freeze_towers=config.vqa_freeze_towers,
-        question_types=types,
-        seed=config.seed,
-    )
+    # fine_tune_vqa trains the shared towers in place: give them back.
+    with preserved_state(model):
+        metrics, _ = fine_tune_vqa(
+            model,
+            train,
+            tuple(test),
+            epochs=config.vqa_epochs,
+            learning_rate=config.vqa_learning_rate,
+            freeze_towers=config.vqa_freeze_towers,
+            question_types=types,
+            seed=config.seed,
+        )
     return {f"vqa/{k}": float(v) for k, v in metrics.items()}
 
 
@@ -343,8 +357,73 @@ _FUNCTIONS = {
 }
 
 
+def _layer_tree(layer):
+    """`layer` and, for models, their layers recursively, parents first."""
+    import keras
+
+    yield layer
+    if isinstance(layer, keras.Model):
+        for child in layer.layers:
+            yield from _layer_tree(child)
+
+
+@contextlib.contextmanager
+def preserved_state(model):
+    """Puts the model back as it was when the block ends, even on an error.
+
+    Snapshots, as host (NumPy) copies, every variable of `model.variables`
+    (weights, non-trainable state such as the contrastive step counter, the
+    masking seed generators' states and metric accumulators) and the
+    `trainable` flag of every layer, and restores both on exit: what
+    `fine_tune_vqa` changes in place (tower weights and `trainable` flags)
+    is undone. Costs one host copy of the model and one assignment per
+    variable; the optimizer's state is not touched (evaluations never use
+    the task's optimizer).
+
+    Args:
+        model: a keras_maeclip task.
+
+    Example:
+    ```python
+    with preserved_state(model):
+        fine_tune_vqa(model, train, test)
+    # model has its pretrained weights again
+    ```
+    """
+    restore = _snapshot(model)
+    try:
+        yield model
+    finally:
+        restore()
+
+
+def _snapshot(model):
+    """A function that puts back the model's variables and `trainable` flags."""
+    from keras import ops
+
+    variables = list(model.variables)
+    values = [ops.convert_to_numpy(v) for v in variables]
+    flags = [(layer, layer.trainable) for layer in _layer_tree(model)]
+
+    def restore():
+        # Parents first: setting a parent's flag also sets its children's.
+        for layer, trainable in flags:
+            if layer.trainable != trainable:
+                layer.trainable = trainable
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    return restore
+
+
 def run_suite(model, evaluations=None, config=None, log=print):
     """Runs evaluations in order and merges their metrics.
+
+    Each evaluation sees the model as passed in, whatever the order: the
+    model's state is restored after each one (`preserved_state`; VQA
+    fine-tunes the towers in place), and the global random generators are
+    seeded with `config.seed` (`keras.utils.set_random_seed`) before each
+    one, so an evaluation's numbers do not depend on what ran before it.
 
     Args:
         model: a trained `CLIP`, `MAECLIP`, `M3AE` or `MAE` task.
@@ -361,14 +440,21 @@ def run_suite(model, evaluations=None, config=None, log=print):
     """
     import time
 
+    import keras
+
     config = config or SuiteConfig()
     evaluations = applicable(model) if evaluations is None else check_evaluations(model, evaluations)
     if config.output_dir:
         os.makedirs(config.output_dir, exist_ok=True)
     results = {}
+    restore = _snapshot(model)
     for name in evaluations:
         started = time.time()
-        metrics = _FUNCTIONS[name](model, config)
+        keras.utils.set_random_seed(config.seed)
+        try:
+            metrics = _FUNCTIONS[name](model, config)
+        finally:
+            restore()
         results.update(metrics)
         results[f"seconds/{name}"] = time.time() - started
         if log:

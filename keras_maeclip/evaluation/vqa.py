@@ -544,6 +544,15 @@ def fine_tune_vqa(
     `keras.utils.set_random_seed(seed)` is called first, so the fusion's
     initialisation and the shuffling repeat.
 
+    What it does to `model`: the VQA model shares the task's towers, so
+    with `freeze_towers=False` (the default) training updates the task's
+    tower weights in place; the towers' `trainable` flags are left at
+    `not freeze_towers` (see `build_vqa_model`); the global random seed is
+    set. The projections, pooling heads, temperature and decoder are not
+    touched. To fine-tune and keep the pretrained model, run it inside
+    `keras_maeclip.evaluation.suite.preserved_state(model)` (as `run_suite`
+    and `suite.vqa` do), or on a copy loaded from the saved preset.
+
     Args:
         model: a `CLIP`, `MAECLIP` or `M3AE` task with a preprocessor.
         train: `(images, questions, answers)` arrays (see `synthetic_vqa`).

@@ -58,3 +58,57 @@ def test_pointing_game_chance_is_the_mean_object_area(preprocessor):
     areas = [m.mean() for row in scenes["masks"] for m in row if m.any()]
     assert results["grounding/pointing_game_chance"] == pytest.approx(np.mean(areas))
     assert results["grounding/pairs"] == len(areas)
+
+
+def _state(model):
+    import keras
+
+    return [keras.ops.convert_to_numpy(v) for v in model.weights]
+
+
+def _fresh_clip(preprocessor):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    return make_clip(preprocessor, preset="clip_tiny_max")
+
+
+def test_results_do_not_depend_on_the_order_and_the_model_comes_back_pretrained(preprocessor):
+    # A large VQA learning rate makes fine-tuning move the towers far, so
+    # evaluations after it would see other weights if nothing restored them.
+    config = suite.SuiteConfig(examples=8, train_examples=8, vqa_epochs=1, vqa_learning_rate=0.05)
+    model = _fresh_clip(preprocessor)
+    pretrained = _state(model)
+    first = suite.run_suite(model, ["vqa", "retrieval", "grounding"], config, log=None)
+    last = suite.run_suite(_fresh_clip(preprocessor), ["retrieval", "grounding", "vqa"], config, log=None)
+    metrics = sorted(k for k in first if not k.startswith("seconds/"))
+    assert metrics == sorted(k for k in last if not k.startswith("seconds/"))
+    for key in metrics:
+        assert last[key] == pytest.approx(first[key], abs=1e-6), key
+    for before, after in zip(pretrained, _state(model)):
+        np.testing.assert_array_equal(after, before)
+    assert model.backbone.image_encoder.trainable and model.backbone.text_encoder.trainable
+
+
+def test_preserved_state_restores_weights_flags_and_seed_state(preprocessor):
+    import keras
+
+    from tests.models.test_mae_clip import make
+
+    model = make(preprocessor, seed=3)
+    before = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    image_encoder = model.backbone.image_encoder
+    with pytest.raises(RuntimeError, match="inside"):
+        with suite.preserved_state(model):
+            model.backbone.trainable = False
+            image_encoder.trainable = True  # a child differing from its parent
+            for v in model.trainable_weights:
+                v.assign(v + 1.0)
+            model(preprocessor({"images": np.zeros((2, 16, 16, 3), "uint8"),
+                                "captions": np.array(["a red circle", "a blue square"])}))
+            raise RuntimeError("an error inside the block")
+    after = [keras.ops.convert_to_numpy(v) for v in model.variables]
+    for a, b, v in zip(before, after, model.variables):
+        np.testing.assert_array_equal(b, a, err_msg=v.path)
+    assert model.backbone.trainable and image_encoder.trainable
+    assert all(layer.trainable for layer in suite._layer_tree(model))
