@@ -12,8 +12,15 @@ from keras_maeclip.models.vit_encoder import ViTEncoder
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
-class CLIPBackbone(keras_hub.models.Backbone):
+class ImageTextBackbone(keras_hub.models.Backbone):
     """Image tower + text tower + pooling + bias-free projections.
+
+    The backbone of `CLIP` and `MAECLIP`. Not keras-hub's
+    `keras_hub.models.CLIPBackbone` (OpenAI CLIP's architecture); named
+    apart so the two cannot be mistaken in code or in loader errors. It was
+    called `CLIPBackbone` before; that name stays importable from
+    `keras_maeclip.models` as an alias, and presets saved under it load as
+    this class.
 
     Each tower's token sequence is pooled (`"map"`, `"gap"`, `"max"` or
     `"first"`; text pooling ignores padding), projected without bias to
@@ -37,7 +44,7 @@ class CLIPBackbone(keras_hub.models.Backbone):
     `(batch, embedding_dim)`, unit norm.
 
     Example:
-    >>> backbone = CLIPBackbone.from_preset("clip_tiny_gap", vocabulary_size=64)
+    >>> backbone = ImageTextBackbone.from_preset("clip_tiny_gap", vocabulary_size=64)
     >>> out = backbone({"images": np.zeros((2, 32, 32, 3)),
     ...                 "token_ids": np.ones((2, 16), "int32"),
     ...                 "padding_mask": np.ones((2, 16), "int32")})
@@ -198,3 +205,10 @@ class CLIPBackbone(keras_hub.models.Backbone):
         if is_directory_preset(preset):
             return super().from_preset(preset, load_weights=load_weights, **kwargs)
         return build_clip_backbone(preset, **kwargs)
+
+
+# Its name before the rename: importable, and presets whose config.json says
+# "keras_maeclip>CLIPBackbone" deserialise to this class (an extra key, in
+# this package's own namespace, of Keras' public custom-object dict).
+CLIPBackbone = ImageTextBackbone
+keras.saving.get_custom_objects()["keras_maeclip>CLIPBackbone"] = ImageTextBackbone

@@ -52,10 +52,10 @@ class MAECLIP(CLIP):
     `text_targets`.
 
     Args:
-        backbone: a `CLIPBackbone`.
+        backbone: an `ImageTextBackbone`.
         decoder: a `CrossModalDecoder` with a text head for the backbone's
             patch grid, vocabulary and sequence length.
-        preprocessor: a `CLIPPreprocessor` or `None`.
+        preprocessor: an `ImageTextPreprocessor` or `None`.
         image_mask_ratio: float, defaults to `0.75`.
         text_mask_ratio: float, defaults to `0.15` (the text tower also feeds
             the contrastive loss; M3AE uses 0.75).

@@ -11,7 +11,7 @@ import os
 
 from keras_hub.src.utils.preset_utils import register_presets
 
-from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.text_encoder import TextEncoder
@@ -68,7 +68,7 @@ CLIP_PRESETS["clip_bench_small"] = _preset(
     _VIT_BENCH, _TEXT_BENCH, 256, "gap",
 )
 
-register_presets(CLIP_PRESETS, CLIPBackbone)
+register_presets(CLIP_PRESETS, ImageTextBackbone)
 
 # MAE: an image tower and an image-only decoder (MAE's 512 wide × 8 blocks).
 MAE_PRESETS = {
@@ -123,7 +123,7 @@ MAECLIP_PRESETS["maeclip_bench_small"] = _maeclip_preset(
     "clip_bench_small", _DECODER_BENCH,
     "The benchmark workload with a cross-modal decoder 256 wide × 4 blocks.",
 )
-register_presets(MAECLIP_PRESETS, CLIPBackbone)
+register_presets(MAECLIP_PRESETS, ImageTextBackbone)
 
 # M3AE: one shared encoder over image patches and text tokens, plus a
 # cross-modal decoder (M3AE's 512 wide × 8 blocks).
@@ -279,13 +279,13 @@ def build_mae_parts(name, **overrides):
 
 
 def build_clip_backbone(name, **overrides):
-    """A randomly initialised `CLIPBackbone` from a named preset."""
+    """A randomly initialised `ImageTextBackbone` from a named preset."""
     config = preset_config(name, **overrides)
     return _clip_backbone_from_config(config, config.pop("dtype", None))
 
 
 def _clip_backbone_from_config(config, dtype):
-    return CLIPBackbone(
+    return ImageTextBackbone(
         image_encoder=ViTEncoder(**config.pop("image_encoder"), dtype=dtype, name="image_encoder"),
         text_encoder=TextEncoder(**config.pop("text_encoder"), dtype=dtype, name="text_encoder"),
         dtype=dtype,
@@ -294,7 +294,7 @@ def _clip_backbone_from_config(config, dtype):
 
 
 def build_maeclip_parts(name, **overrides):
-    """A randomly initialised `(CLIPBackbone, CrossModalDecoder)` of a named MAE-CLIP preset.
+    """A randomly initialised `(ImageTextBackbone, CrossModalDecoder)` of a named MAE-CLIP preset.
 
     Args:
         name: a name from `MAECLIP_PRESETS`.
