@@ -10,6 +10,7 @@ from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip_backbone import ImageTextBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_METRICS = (
     "contrastive_loss",
@@ -55,6 +56,8 @@ class CLIP(PretrainingTask):
 
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3.
     """
+
+    presets = named_presets("CLIP_PRESETS")
 
     backbone_cls = ImageTextBackbone
     preprocessor_cls = ImageTextPreprocessor

@@ -9,6 +9,7 @@ from keras_maeclip.losses import l2_normalize
 from keras_maeclip.models._validation import check_images, check_positive
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.vit_encoder import ViTEncoder
+from keras_maeclip.models._preset_listing import named_presets
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
@@ -54,6 +55,8 @@ class ImageTextBackbone(keras_hub.models.Backbone):
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3 and §4
     (pooling ablation).
     """
+
+    presets = named_presets("CLIP_PRESETS")
 
     def __init__(
         self,
@@ -198,12 +201,17 @@ class ImageTextBackbone(keras_hub.models.Backbone):
             load_weights: bool. For a directory, whether to load its weights.
             **kwargs: config overrides for a named preset (e.g.
                 `vocabulary_size=`, `image_size=`, `image_pooling=`), or
-                keras-hub loader arguments for a directory.
+                keras-hub loader arguments for a directory, plus `image_size=`
+                to load it at another resolution (positions follow the grid).
         """
         from keras_maeclip.models.presets import build_clip_backbone, is_directory_preset
 
         if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+            from keras_maeclip.models.resolution import with_image_size
+
+            image_size = kwargs.pop("image_size", None)
+            backbone = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            return with_image_size(backbone, image_size) if image_size else backbone
         return build_clip_backbone(preset, **kwargs)
 
 

@@ -11,6 +11,7 @@ from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor, resolve_text_mask_ids
 from keras_maeclip.models.presets import build_m3ae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 _INPUT_KEYS = ("images", "token_ids", "padding_mask")
 
@@ -80,6 +81,8 @@ class M3AE(PretrainingTask):
     `m3ae/m3ae_main.py` (mask ratios, loss weights); He et al. 2022 (MAE);
     Weers et al. 2023 §3.
     """
+
+    presets = named_presets("M3AE_PRESETS")
 
     backbone_cls = M3AEBackbone
     preprocessor_cls = ImageTextPreprocessor
