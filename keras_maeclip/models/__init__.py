@@ -3,6 +3,7 @@
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone, ImageTextBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
+from keras_maeclip.models.hub_towers import HubBertTower, HubViTTower
 from keras_maeclip.models.m3ae import M3AE
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.mae import MAE
@@ -14,6 +15,7 @@ from keras_maeclip.models.preprocessor import (
 )
 from keras_maeclip.models.presets import list_presets, preset_config, preset_sizes
 from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
+from keras_maeclip.models.resolution import with_image_size
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.preprocessor import (
     SPECIAL_TOKENS,
@@ -29,6 +31,8 @@ __all__ = [
     "ImageTextBackbone",
     "ImageTextPreprocessor",
     "CrossModalDecoder",
+    "HubBertTower",
+    "HubViTTower",
     "M3AE",
     "M3AEBackbone",
     "MAE",
@@ -44,4 +48,5 @@ __all__ = [
     "list_presets",
     "preset_config",
     "preset_sizes",
+    "with_image_size",
 ]

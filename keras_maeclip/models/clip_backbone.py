@@ -31,8 +31,10 @@ class ImageTextBackbone(keras_hub.models.Backbone):
     the other modes pool the patch tokens only.
 
     Args:
-        image_encoder: a `ViTEncoder`.
-        text_encoder: a `TextEncoder`.
+        image_encoder: an image tower: a `ViTEncoder`, or a keras-hub
+            `ViTBackbone` in a `HubViTTower`.
+        text_encoder: a text tower: a `TextEncoder`, or a keras-hub
+            `BertBackbone` in a `HubBertTower`.
         embedding_dim: int. Width of the joint embedding space.
         image_pooling: str, defaults to `"gap"`.
         text_pooling: str, defaults to `"gap"`.
@@ -150,7 +152,10 @@ class ImageTextBackbone(keras_hub.models.Backbone):
         `image_embedder().predict(...)` runs compiled on every backend.
         """
         if getattr(self, "_image_embedder", None) is None:
-            images = keras.Input(shape=self.image_encoder.input.shape[1:], name="images")
+            encoder = self.image_encoder
+            images = keras.Input(
+                shape=(encoder.image_size, encoder.image_size, encoder.num_channels), name="images"
+            )
             self._image_embedder = keras.Model(
                 images, self.embed_image_tokens(self.image_encoder(images))
             )
