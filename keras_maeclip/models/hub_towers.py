@@ -2,9 +2,11 @@
 
 A tower gives the masked models four calls: `embed_patches(images)` and
 `encode_tokens(tokens)` for images, `embed_tokens(token_ids)` and
-`encode_tokens(x, padding_mask)` for text, plus the sizes the heads and the
-decoder read (`hidden_dim`, `num_heads`, `image_size`, `patch_size`,
-`num_patches`, `use_class_token`; `vocabulary_size`, `sequence_length`).
+`encode_tokens(x, padding_mask)` for text, plus the sizes the heads, the
+decoder, the evaluations and the FLOP count read (`hidden_dim`, `num_heads`,
+`num_layers`, `mlp_ratio`; `image_size`, `patch_size`, `num_channels`,
+`grid_size`, `num_patches`, `use_class_token`; `vocabulary_size`,
+`sequence_length`).
 `ViTEncoder` and `TextEncoder` implement them; the two adapters here give
 the same calls to a keras-hub `ViTBackbone` and `BertBackbone`, so whatever
 keras-hub loads (its presets, its Hugging Face converters) becomes a tower.
@@ -73,6 +75,8 @@ class HubViTTower(keras.layers.Layer):
         self.num_channels = int(channels)
         self.hidden_dim = backbone.hidden_dim
         self.num_heads = backbone.num_heads
+        self.num_layers = backbone.num_layers
+        self.mlp_ratio = backbone.mlp_dim / backbone.hidden_dim
         self.use_class_token = backbone.use_class_token
         self.grid_size = self.image_size // self.patch_size
         self.num_patches = self.grid_size**2
@@ -155,6 +159,8 @@ class HubBertTower(keras.layers.Layer):
         self.sequence_length = backbone.max_sequence_length
         self.hidden_dim = backbone.hidden_dim
         self.num_heads = backbone.num_heads
+        self.num_layers = backbone.num_layers
+        self.mlp_ratio = backbone.intermediate_dim / backbone.hidden_dim
         self.built = True
 
     def embed_tokens(self, token_ids):

@@ -78,6 +78,12 @@ def test_hub_clip_trains_with_fit_saves_and_reloads_identically(tmp_path):
     x = batch(seed=1)
     for key in ("image_embeddings", "text_embeddings"):
         np.testing.assert_allclose(to_np(restored(x)[key]), to_np(model(x)[key]), atol=1e-6)
+    # The evaluations and the FLOP count read the same tower attributes.
+    from keras_maeclip.evaluation.linear_probe import image_features
+    from keras_maeclip.training.flops import flop_count
+
+    assert image_features(restored, np.zeros((3, 16, 16, 3), "uint8")).shape == (3, 16)
+    assert flop_count(restored, batch_size=4).train > 0
 
 
 def test_hub_maeclip_trains_and_changes_resolution():
