@@ -130,7 +130,8 @@ class HubBertTower(keras.layers.Layer):
     embeddings and applies its embedding LayerNorm and dropout;
     `encode_tokens` runs its transformer layers with the padding mask. The
     output is BERT's `sequence_output`; pool it with the heads' `pooling=`
-    (`"first"` pools `[CLS]`).
+    (`"first"` pools `[CLS]`). BERT's own `pooled_dense` is not used and is
+    set non-trainable.
 
     Args:
         backbone: a `keras_hub.models.BertBackbone`, or its serialised config.
@@ -155,6 +156,9 @@ class HubBertTower(keras.layers.Layer):
         kwargs.setdefault("dtype", backbone.dtype_policy)
         super().__init__(**kwargs)
         self.backbone = backbone
+        # The tower returns `sequence_output`; BERT's [CLS] pooler is unused,
+        # so it is frozen rather than left without gradients.
+        backbone.pooled_dense.trainable = False
         self.vocabulary_size = backbone.vocabulary_size
         self.sequence_length = backbone.max_sequence_length
         self.hidden_dim = backbone.hidden_dim
