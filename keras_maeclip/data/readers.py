@@ -86,6 +86,10 @@ MISSING_FILE = b"missing_file"
 MISSING_IMAGE = b"missing_image"
 MISSING_CAPTION = b"missing_caption"
 UNREADABLE_SHARD = b"unreadable_shard"
+MEMBER_TOO_LARGE = b"member_too_large"
+MALFORMED_ROW = b"malformed_row"
+EXTRA_COLUMNS = b"extra_columns"
+QUOTING = ("auto", "none", "standard")
 
 
 # --------------------------------------------------------------------------
@@ -371,16 +375,92 @@ def _table_dataset(tables, opts, extra_keys):
     return _pipeline(list(range(len(tables))), open_table, opts, load=load)
 
 
-def _read_manifest(manifest, image_key, caption_key, separator, key_column, extra_keys):
+class _Lines:
+    """Hands a csv.reader the physical lines from `start` on, counting how many it took."""
+
+    def __init__(self, lines, start):
+        self.lines, self.next, self.used = lines, start, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.next >= len(self.lines):
+            raise StopIteration
+        line = self.lines[self.next]
+        self.next += 1
+        self.used += 1
+        return line + "\n"
+
+
+def _manifest_rows(text, separator, quoted):
+    """Yields ``(line number, cells or None, problem)`` for every non-empty row of a manifest.
+
+    Without quoting every physical line is a row split at `separator`;
+    quote characters are ordinary text. With quoting, lines holding no
+    ``"`` are split the same way, and the others are parsed by the strict
+    `csv` reader (so a quoted cell may span lines). A row the reader
+    refuses (bad quoting, a quoted cell over csv's field size limit), or a
+    quoted row spanning lines that ends with a cell count other than the
+    header's (an unbalanced quote that swallowed the rows after it), gives
+    ``cells=None``; reading goes on at the next physical line, so the rows
+    after it are not lost.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    width, i = None, 0
+    while i < len(lines):
+        number, line = i + 1, lines[i]
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not quoted or '"' not in line:
+            i += 1
+            if line:
+                cells = line.split(separator)
+                width = len(cells) if width is None else width
+                yield number, cells, None
+            continue
+        feeder = _Lines(lines, i)
+        try:
+            cells = next(csv.reader(feeder, delimiter=separator, strict=True))
+            problem = None
+            if feeder.used > 1 and width is not None and len(cells) != width:
+                problem = f"a quote opened here spans {feeder.used} lines and leaves {len(cells)} cells"
+        except csv.Error as e:
+            cells, problem = None, str(e)
+        except StopIteration:  # pragma: no cover - the line is not empty
+            cells, problem = None, "no row"
+        if problem is not None:
+            i += 1
+            yield number, None, problem
+            continue
+        i += feeder.used
+        width = len(cells) if width is None else width
+        yield number, cells, None
+
+
+def _inside(path, folder):
+    """Whether `path` (already joined to the manifest folder) lies under `folder`, lexically."""
+    if "://" in path or "://" in folder:
+        scheme, _, rest = path.partition("://")
+        path = scheme + "://" + posixpath.normpath(rest)
+        return folder != "" and path.startswith(folder.rstrip("/") + "/")
+    path, folder = os.path.abspath(path), os.path.abspath(folder or ".")
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _read_manifest(manifest, image_key, caption_key, separator, key_column, extra_keys, quoted, allow_outside):
     """Parses one manifest into a table (see `_table_dataset`)."""
     with tf.io.gfile.GFile(manifest, "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
     if text.startswith("\ufeff"):
         text = text[1:]
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-    header = next(rows, None)
+    rows = _manifest_rows(text, separator, quoted)
+    number, header, problem = next(rows, (None, None, None))
     if header is None:
-        raise ValueError(f"read_csv: manifest {manifest!r} is empty; it needs a header row.")
+        what = f"its header row (line {number}) cannot be parsed: {problem}" if problem else "it is empty"
+        raise ValueError(f"read_csv: manifest {manifest!r}: {what}; it needs a header row.")
     wanted = {"image_key": image_key, "caption_key": caption_key}
     if key_column is not None:
         wanted["key_column"] = key_column
@@ -396,17 +476,40 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
         )
     column = {name: header.index(name) for name in wanted.values()}
     folder = os.path.dirname(manifest)
+    base = os.path.basename(manifest)
     table = {name: [] for name in ("_image_path", "caption", "key", "error") + extra_keys}
+    outside = []
 
     def cell(row, name):
         i = column[name]
         return row[i] if i < len(row) else None
 
-    for row in rows:
-        if not row:
-            continue  # a blank line is not a record
+    def add_bad(number, error):
+        table["_image_path"].append(b"")
+        table["caption"].append(b"")
+        table["key"].append(_to_bytes(f"{base}:{number}"))
+        table["error"].append(error)
+        for name in extra_keys:
+            table[name].append(b"")
+
+    problems = []
+    for number, row, problem in rows:
+        if row is None:
+            problems.append(f"line {number}: {problem}")
+            add_bad(number, MALFORMED_ROW)
+            continue
+        if len(row) > len(header) and any(row[len(header):]):
+            problems.append(f"line {number}: {len(row)} cells, the header has {len(header)}")
+            add_bad(number, EXTRA_COLUMNS)
+            continue
         rel = cell(row, image_key) or ""
         path = rel if (os.path.isabs(rel) or "://" in rel) else os.path.join(folder, rel)
+        if rel and "://" not in path:
+            path = os.path.normpath(path)
+        if rel and not allow_outside and not _inside(path, folder):
+            outside.append(f"line {number}: {rel!r}")
+            add_bad(number, MISSING_FILE)
+            continue
         exists = bool(rel) and _path_exists(path)
         caption = cell(row, caption_key)
         if key_column is not None:
@@ -420,6 +523,21 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
         table["error"].append(error)
         for name in extra_keys:
             table[name].append(_to_bytes(cell(row, name) or ""))
+    if outside:
+        raise ValueError(
+            f"read_csv: manifest {manifest!r} names {len(outside)} image path(s) outside its folder "
+            f"{os.path.abspath(folder or '.')!r} ({'; '.join(outside[:3])}{'; ...' if len(outside) > 3 else ''}). "
+            "Such paths are refused so that a manifest cannot copy any file of the machine into the data; "
+            "move the manifest above the images, or pass allow_outside_paths=True "
+            "(convert / validate: --allow_outside_paths) if you trust it."
+        )
+    if problems:
+        warnings.warn(
+            f"read_csv: manifest {manifest!r} has {len(problems)} row(s) that cannot be parsed "
+            f"(yielded as malformed_row / extra_columns records): {'; '.join(problems[:3])}"
+            f"{'; ...' if len(problems) > 3 else ''}. Check separator= and quoting=.",
+            stacklevel=3,
+        )
     return table
 
 
@@ -430,6 +548,8 @@ def read_csv(
     separator="\t",
     key_column=None,
     extra_keys=(),
+    quoting="auto",
+    allow_outside_paths=False,
     **options,
 ):
     """Reads CSV / TSV manifests of image paths and captions as raw records.
@@ -442,6 +562,20 @@ def read_csv(
     a worker reads only its own images. The whole manifest is held in memory
     as string tensors. Several manifests are several files for sharding.
 
+    No row is lost silently: a row that cannot be parsed is yielded as a
+    record with ``error=b"malformed_row"`` (bad quoting, or a quoted cell
+    over Python's csv field size limit) or ``b"extra_columns"`` (more
+    non-empty cells than the header: a separator inside an unquoted
+    caption), keyed ``"<manifest name>:<line>"``, and a warning names the
+    first such lines. With quoting, an unbalanced ``"`` spoils only its own
+    row. Captions of any length are kept when unquoted.
+
+    Image paths must lie inside the manifest's folder (checked lexically:
+    ``..`` and absolute paths elsewhere are refused; symbolic links inside
+    the folder are followed), so that a manifest cannot pull an arbitrary
+    file of the machine into the data; otherwise a `ValueError` counts and
+    names them, unless ``allow_outside_paths=True``.
+
     Args:
         manifest: a manifest file, a directory (its .csv / .tsv files), a
             glob, or a list of them.
@@ -453,11 +587,20 @@ def read_csv(
             image path relative to the manifest's folder (as given when it
             is absolute outside that folder, or a URL).
         extra_keys: sequence of str, default (). Columns to pass through.
+        quoting: "auto" (default), "none" or "standard". "none" reads every
+            line as one row and ``"`` as an ordinary character, as TSV files
+            are usually written (open_clip's, img2dataset's); "standard"
+            reads CSV quoting (``"a, b"``, ``""`` for a quote, cells over
+            several lines). "auto" is "none" for a tab separator and
+            "standard" otherwise.
+        allow_outside_paths: bool, default False. Accept image paths outside
+            the manifest's folder (absolute paths, ``..``, URLs elsewhere).
         **options: the pipeline options of `ReadOptions`.
 
     Returns:
         A `tf.data.Dataset` of the record contract (module docstring), one
-        record per non-blank row, in file order. ``error`` is
+        record per non-empty line (per row, for quoted rows over several
+        lines), in file order. ``error`` is
         ``missing_file`` (with ``image=b""``) when the path is empty or the
         file does not exist, ``missing_caption`` when the row is too short to
         hold the caption column. An empty caption cell is passed on as
@@ -465,7 +608,14 @@ def read_csv(
 
     Raises:
         ValueError: when a manifest's header lacks a named column (the
-            message lists the columns found), or on a bad argument.
+            message lists the columns found), when it names image paths
+            outside its folder (see above), or on a bad argument.
+
+    Example:
+
+    ```python
+    records = read_csv("/data/cc3m/train.tsv", image_key="filepath", caption_key="title")
+    ```
     """
     opts = _read_options("read_csv", options)
     extra_keys = _check_extra_keys(extra_keys)
@@ -474,8 +624,16 @@ def read_csv(
     for name, value in (("image_key", image_key), ("caption_key", caption_key)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"read_csv: {name} must be a non-empty column name, got {value!r}.")
+    if quoting not in QUOTING:
+        raise ValueError(f"read_csv: quoting must be one of {QUOTING}, got {quoting!r}.")
+    if not isinstance(allow_outside_paths, (bool, np.bool_)):
+        raise ValueError(f"read_csv: allow_outside_paths must be a bool, got {allow_outside_paths!r}.")
+    quoted = quoting == "standard" or (quoting == "auto" and separator != "\t")
     files = _list_files(manifest, (".csv", ".tsv"), "read_csv")
-    tables = [_read_manifest(f, image_key, caption_key, separator, key_column, extra_keys) for f in files]
+    tables = [
+        _read_manifest(f, image_key, caption_key, separator, key_column, extra_keys, quoted, allow_outside_paths)
+        for f in files
+    ]
     return _table_dataset(tables, opts, extra_keys)
 
 
