@@ -68,6 +68,7 @@ import tensorflow as tf
 
 __all__ = [
     "CONTRACT_KEYS",
+    "DEFAULT_MAX_MEMBER_BYTES",
     "IMAGE_EXTENSIONS",
     "ReadOptions",
     "read_tfrecords",
@@ -716,23 +717,43 @@ def _sample_record(key, members, extra_keys):
     return record
 
 
-def _ended_cleanly(tar):
-    """Whether a stream-mode tar stopped on its end-of-archive (all-zero) block.
+def _ended_cleanly(tar, fileobj):
+    """Whether a tar stopped on its end-of-archive (all-zero) block.
 
     ``tarfile`` silently ends iteration when a shard is cut at or inside a
-    member header; then the block it read last is shorter than 512 bytes (or
-    empty) instead of a full zero block.
+    member header, or inside a member's data it was not asked to read; then
+    the 512 bytes where the next header should be are missing, short, or
+    not zero.
     """
-    position = getattr(tar.fileobj, "pos", None)  # bytes read from the (decompressed) stream
-    return position is None or position - tar.offset == tarfile.BLOCKSIZE
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
 
 
-def _tar_samples(path, extra_keys):
-    """Streams one tar shard and yields its samples as contract records."""
+def _open_binary(path):
+    return tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")
+
+
+def _tar_samples(path, extra_keys, max_member_bytes):
+    """Reads one tar shard and yields its samples as contract records.
+
+    The shard is opened for random access (``"r:*"``): members no key asks
+    for are passed over with a seek, never read, and so are asked-for
+    members larger than `max_member_bytes` (their sample is flagged
+    ``member_too_large``).
+    """
     path = os.fsdecode(path)
-    key, members = None, {}
+    wanted = set(IMAGE_EXTENSIONS) | {"txt", "json"} | {name.lower() for name in extra_keys}
+    key, members, too_large = None, {}, []
+
+    def flush():
+        record = _sample_record(key, members, extra_keys)
+        if too_large:
+            record["error"] = MEMBER_TOO_LARGE
+        return record
+
     try:
-        with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        with _open_binary(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -743,10 +764,21 @@ def _tar_samples(path, extra_keys):
                 name = posixpath.join(folder, stem)
                 if name != key:
                     if key is not None:
-                        yield _sample_record(key, members, extra_keys)
-                    key, members = name, {}
-                members[ext.lower()] = tar.extractfile(member).read()
-            if not _ended_cleanly(tar):
+                        yield flush()
+                    key, members, too_large = name, {}, []
+                ext = ext.lower()
+                if ext not in wanted:
+                    continue
+                if member.size > max_member_bytes:
+                    too_large.append(ext)
+                    warnings.warn(
+                        f"read_webdataset: {path!r} member {member.name!r} has {member.size} bytes, more than "
+                        f"max_member_bytes={max_member_bytes}; its sample is skipped as member_too_large.",
+                        stacklevel=2,
+                    )
+                    continue
+                members[ext] = tar.extractfile(member).read()
+            if not _ended_cleanly(tar, tar.fileobj):
                 raise EOFError("the archive ends without its end-of-archive block")
     except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as e:
         record = _sample_record(key or path, members, extra_keys)
@@ -755,10 +787,14 @@ def _tar_samples(path, extra_keys):
         yield record
         return
     if key is not None:
-        yield _sample_record(key, members, extra_keys)
+        yield flush()
 
 
-def read_webdataset(shards, extra_keys=(), **options):
+DEFAULT_MAX_MEMBER_BYTES = 64 * 2**20
+"""64 MiB: the largest tar member `read_webdataset` reads (a PNG of 4096 x 4096 RGB is at most 48 MiB)."""
+
+
+def read_webdataset(shards, extra_keys=(), max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, **options):
     """Reads WebDataset tar shards as raw records, streamed without unpacking.
 
     A sample is a run of consecutive tar members sharing a key: the member
@@ -766,17 +802,24 @@ def read_webdataset(shards, extra_keys=(), **options):
     ``a/x`` and extension ``seg.png``), the WebDataset convention. Its
     image is the ``jpg``, ``jpeg``, ``png`` or ``webp`` member (first in that
     order), its caption the ``txt`` member or else the "caption" field of
-    the ``json`` member. Each shard is streamed by Python's ``tarfile`` in
-    stream mode (``"r|*"``, any compression) inside
-    `tf.data.Dataset.from_generator`, one generator per shard, and shards
-    are interleaved. With record sharding (fewer shards than workers) every
-    worker streams every shard.
+    the ``json`` member. Each shard is read by Python's ``tarfile``
+    (``"r:*"``, any compression) inside `tf.data.Dataset.from_generator`, one
+    generator per shard, and shards are interleaved. Only the members a
+    sample needs (image, ``txt``, ``json`` and ``extra_keys``) are read;
+    the others are passed over with a seek (a compressed shard still
+    decompresses them, in small blocks), so a shard with a huge unrelated
+    member costs no memory. With record sharding (fewer shards than
+    workers) every worker reads every shard.
 
     Args:
         shards: a tar file, a directory (its .tar / .tar.gz / .tgz files), a
             glob, or a list of them.
         extra_keys: sequence of str, default (). Member extensions (e.g.
             "json", "cls") whose raw bytes are passed through.
+        max_member_bytes: int >= 1, default `DEFAULT_MAX_MEMBER_BYTES` (64
+            MiB). A needed member larger than this is not read: its sample
+            is yielded with ``error=b"member_too_large"`` and a warning
+            names the member.
         **options: the pipeline options of `ReadOptions`.
 
     Returns:
@@ -785,17 +828,25 @@ def read_webdataset(shards, extra_keys=(), **options):
         ``missing_caption`` for incomplete samples and ``unreadable_shard``
         (plus a warning) for the last, possibly partial, sample of a shard
         that is truncated or corrupt (a shard cut exactly at a member header
-        counts too: it lacks the end-of-archive block).
+        counts too: it lacks the end-of-archive block), ``member_too_large``
+        for a sample with a member over ``max_member_bytes``.
+
+    Example:
+
+    ```python
+    records = read_webdataset("/data/wds/*.tar", shuffle_files=True, seed=0, repeat=True)
+    ```
     """
     opts = _read_options("read_webdataset", options)
     extra_keys = _check_extra_keys(extra_keys)
+    max_member_bytes = _check_int("max_member_bytes", max_member_bytes, 1)
     files = _list_files(shards, (".tar", ".tar.gz", ".tgz"), "read_webdataset")
     signature = {name: tf.TensorSpec((), tf.string) for name in CONTRACT_KEYS + extra_keys}
 
     def open_shard(path):
         # from_generator hands the generator a numpy bytes path.
         return tf.data.Dataset.from_generator(
-            lambda p: _tar_samples(p, extra_keys), args=(path,), output_signature=signature
+            lambda p: _tar_samples(p, extra_keys, max_member_bytes), args=(path,), output_signature=signature
         )
 
     return _pipeline(files, open_shard, opts)
