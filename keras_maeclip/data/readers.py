@@ -60,7 +60,9 @@ import io
 import json
 import os
 import posixpath
+import re
 import tarfile
+import uuid
 import warnings
 
 import numpy as np
@@ -872,17 +874,35 @@ def _bytes_value(name, value):
     )
 
 
-def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"):
+def _shard_pattern(prefix):
+    return re.compile(rf"^{re.escape(prefix)}-\d{{5}}-of-(\d{{5}})\.tfrecord$")
+
+
+def _existing_shards(output_dir, prefix):
+    pattern = _shard_pattern(prefix)
+    if not tf.io.gfile.isdir(output_dir):
+        return []
+    return sorted(name for name in tf.io.gfile.listdir(output_dir) if pattern.match(name))
+
+
+def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard", overwrite=False):
     """Writes the good records of a reader to TFRecord shards of `tf.train.Example`.
 
     Every string field of a record except ``error`` is stored as a bytes
     feature under its own name (``image``, ``caption``, ``key`` and the
     extra columns), so `read_tfrecords` reads the shards back as the same
     records. Records whose ``error`` is not ``b""`` are skipped and counted.
-    Shards are written one after the other to temporary names
-    (``<prefix>-00000.tfrecord.tmp``, ...) and renamed to
+    Shards are written one after the other to hidden temporary names unique
+    to this call (``.<prefix>-00000.tfrecord.tmp-<pid>-<random>``) and
+    renamed (atomically on a local disk) to
     ``<prefix>-00000-of-000NN.tfrecord`` once their number NN is known (one
-    pass over the data); existing files of the final names are replaced.
+    pass over the data); on an error the temporaries are removed.
+
+    A folder that already holds ``<prefix>-*-of-*.tfrecord`` shards is
+    refused: writing a second set beside them (of another shard count) would
+    make the folder read as both sets. With ``overwrite=True`` the old set is
+    replaced: the new shards are renamed into place, then every old shard of
+    that prefix that is not one of them is deleted.
 
     Args:
         records: a `tf.data.Dataset` or an iterable of dicts with scalar
@@ -892,21 +912,43 @@ def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"
         examples_per_shard: int >= 1, default 1000. Records per shard (the
             last shard holds the rest).
         prefix: str, default "shard". File name prefix.
+        overwrite: bool, default False. Replace shards of this prefix that
+            are already in `output_dir`.
 
     Returns:
         A tuple ``(paths, skipped)``: the shard paths in order, and a dict
         from error reason (str) to the number of records skipped for it.
         No shard is written when no record is good.
+
+    Raises:
+        ValueError: when `output_dir` already holds shards of this prefix and
+            `overwrite` is False, or on a bad record or argument.
+
+    Example:
+
+    ```python
+    paths, skipped = write_tfrecords(read_csv("train.tsv"), "/data/tfr", examples_per_shard=5000)
+    ```
     """
     examples_per_shard = _check_int("examples_per_shard", examples_per_shard, 1)
     if not isinstance(prefix, str) or not prefix or "/" in prefix:
         raise ValueError(f"write_tfrecords: prefix must be a non-empty file name prefix, got {prefix!r}.")
+    output_dir = os.fspath(output_dir)
+    old = _existing_shards(output_dir, prefix)
+    if old and not overwrite:
+        counts = sorted({_shard_pattern(prefix).match(name).group(1) for name in old})
+        raise ValueError(
+            f"write_tfrecords: {output_dir!r} already holds {len(old)} shard(s) named "
+            f"{prefix}-*-of-{'/'.join(counts)}.tfrecord (e.g. {old[0]!r}); writing another set beside them "
+            "would make the folder read as both. Pass overwrite=True (convert: --overwrite) to replace "
+            "them, or choose another output_dir or prefix."
+        )
     if isinstance(records, tf.data.Dataset):
         if records.cardinality() == tf.data.INFINITE_CARDINALITY:
             raise ValueError("write_tfrecords: records is infinite (repeat=True?); pass a finite dataset.")
         records = records.as_numpy_iterator()
-    output_dir = os.fspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     temporary, skipped = [], {}
     writer, in_shard = None, 0
     try:
@@ -927,17 +969,29 @@ def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"
             if writer is None or in_shard == examples_per_shard:
                 if writer is not None:
                     writer.close()
-                temporary.append(os.path.join(output_dir, f"{prefix}-{len(temporary):05d}.tfrecord.tmp"))
+                name = f".{prefix}-{len(temporary):05d}.tfrecord.tmp-{token}"
+                temporary.append(os.path.join(output_dir, name))
                 writer, in_shard = tf.io.TFRecordWriter(temporary[-1]), 0
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())
             in_shard += 1
-    finally:
         if writer is not None:
             writer.close()
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        for path in temporary:
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+        raise
     paths = []
     for i, path in enumerate(temporary):
         final = os.path.join(output_dir, f"{prefix}-{i:05d}-of-{len(temporary):05d}.tfrecord")
         tf.io.gfile.rename(path, final, overwrite=True)
         paths.append(final)
+    kept = {os.path.basename(p) for p in paths}
+    for name in old:
+        if name not in kept:
+            tf.io.gfile.remove(os.path.join(output_dir, name))
     return paths, skipped
