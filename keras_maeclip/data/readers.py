@@ -478,6 +478,7 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
             "Pass the right column names or separator."
         )
     column = {name: header.index(name) for name in wanted.values()}
+    caption_last = column[caption_key] == len(header) - 1
     folder = os.path.dirname(manifest)
     base = os.path.basename(manifest)
     table = {name: [] for name in ("_image_path", "caption", "key", "error") + extra_keys}
@@ -501,10 +502,15 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
             problems.append(f"line {number}: {problem}")
             add_bad(number, MALFORMED_ROW)
             continue
-        if len(row) > len(header) and any(row[len(header):]):
-            problems.append(f"line {number}: {len(row)} cells, the header has {len(header)}")
-            add_bad(number, EXTRA_COLUMNS)
-            continue
+        if len(row) > len(header):
+            if not any(row[len(header):]):
+                row = row[: len(header)]  # trailing separators
+            elif caption_last:  # the separator is inside the caption: give it back its text
+                row = row[: len(header) - 1] + [separator.join(row[len(header) - 1:])]
+            else:
+                problems.append(f"line {number}: {len(row)} cells, the header has {len(header)}")
+                add_bad(number, EXTRA_COLUMNS)
+                continue
         rel = cell(row, image_key) or ""
         path = rel if (os.path.isabs(rel) or "://" in rel) else os.path.join(folder, rel)
         if rel and "://" not in path:
@@ -568,9 +574,12 @@ def read_csv(
     No row is lost silently: a row that cannot be parsed is yielded as a
     record with ``error=b"malformed_row"`` (bad quoting, or a quoted cell
     over Python's csv field size limit) or ``b"extra_columns"`` (more
-    non-empty cells than the header: a separator inside an unquoted
-    caption), keyed ``"<manifest name>:<line>"``, and a warning names the
-    first such lines. With quoting, an unbalanced ``"`` spoils only its own
+    non-empty cells than the header, from a separator inside an unquoted
+    cell, when the caption is not the last column), keyed
+    ``"<manifest name>:<line>"``, and a warning names the first such lines.
+    When the caption IS the last column, the cells past it are its own text
+    split at the separator and are joined back (``a.png,red, round`` has
+    caption ``"red, round"``); empty trailing cells are ignored. With quoting, an unbalanced ``"`` spoils only its own
     row. Captions of any length are kept when unquoted.
 
     Image paths must lie inside the manifest's folder (checked lexically:

@@ -63,10 +63,11 @@ def test_csv_unbalanced_quote_spoils_only_its_own_row(folder):
     ]
     assert out[0]["caption"] == b'a "quoted" word, and a comma' and out[4]["caption"] == b'an 8" ruler'
     # Unquoted, the same file keeps every character.
-    with pytest.warns(UserWarning, match="line 2: 3 cells"):  # its comma inside quotes is a separator now
-        out = _read(folder / "m.csv", separator=",", quoting="none")
-    assert [r["error"] for r in out] == [b"extra_columns", b"", b"", b"", b""]
-    assert [r["caption"] for r in out[1:]] == [b'"never closed', b"a plain row", b'"x" y', b'an 8" ruler']
+    out = _read(folder / "m.csv", separator=",", quoting="none")
+    assert [r["error"] for r in out] == [b""] * 5
+    assert [r["caption"] for r in out] == [
+        b'"a ""quoted"" word, and a comma"', b'"never closed', b"a plain row", b'"x" y', b'an 8" ruler',
+    ]
 
 
 def test_caption_over_the_csv_field_limit_does_not_abort_the_manifest(folder):
@@ -81,14 +82,18 @@ def test_caption_over_the_csv_field_limit_does_not_abort_the_manifest(folder):
     assert len(out[0]["caption"]) == 200_000
 
 
-def test_extra_cells_are_counted_not_glued(folder):
-    (folder / "m.tsv").write_text("filepath\ttitle\na.png\tleft\tright\nb.png\tfine\t\nc.png\tok\n")
-    with pytest.warns(UserWarning, match="3 cells"):
-        raw = readers.read_csv(str(folder / "m.tsv"))
+def test_extra_cells_are_counted_or_given_back_to_a_last_column_caption(folder):
+    (folder / "m.tsv").write_text("filepath\ttitle\tkey\na.png\tleft\tright\tk1\nb.png\tfine\tk2\t\nc.png\tok\tk3\n")
+    with pytest.warns(UserWarning, match="4 cells"):
+        raw = readers.read_csv(str(folder / "m.tsv"), key_column="key")
     counter = decoding.SkipCounter()
     out = list(decoding.decode_records(raw, counter).as_numpy_iterator())
     assert [r["caption"] for r in out] == [b"fine", b"ok"]  # a trailing empty cell is tolerated
     assert {k: v for k, v in counter.counts().items() if v} == {"extra_columns": 1}
+    # Caption last (open_clip's usual layout): unquoted commas stay in the caption, not cut off at the first.
+    (folder / "m.csv").write_text("filepath,title\na.png,a red square, a blue circle, and a cross\n")
+    (r,) = _read(folder / "m.csv", separator=",")
+    assert r["caption"] == b"a red square, a blue circle, and a cross" and r["error"] == b""
 
 
 def test_paths_outside_the_manifest_folder_are_refused_unless_allowed(tmp_path):
