@@ -806,7 +806,7 @@ DEFAULT_MAX_MEMBER_BYTES = 64 * 2**20
 
 
 def read_webdataset(shards, extra_keys=(), max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, **options):
-    """Reads WebDataset tar shards as raw records, read without unpacking.
+    """Reads WebDataset tar shards as raw records, without unpacking them.
 
     A sample is a run of consecutive tar members sharing a key: the member
     name up to the FIRST dot of its base name (``a/x.seg.png`` has key
