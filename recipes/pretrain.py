@@ -277,7 +277,7 @@ def _training_data(model, synthetic, image_size, setup):
         if setup.backend == "torch" and setup.num_processes > 1:
             shards = dict(num_workers=setup.num_processes, worker_index=setup.process_index)
         records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
-        data = decoding.decode_records(records, counter, strict=FLAGS.strict_data)
+        data = decoding.decode_records(records, counter, strict=FLAGS.strict_data, data_name=FLAGS.data)
         default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
         scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
         data = augment.augment_records(data, image_size, training=True, scale=scale, seed=FLAGS.seed)

@@ -36,7 +36,8 @@ Checks, in order (a record is counted under the first one it fails)
 3. Image bytes: ``empty_file`` (0 bytes), ``unknown_format`` (the magic
    bytes are not JPEG, PNG, WebP, GIF or BMP).
 4. Image header: ``corrupt_image`` when PIL cannot parse it,
-   ``image_too_large`` when ``width * height > max_pixels``. The size is read
+   ``image_too_large`` when ``width * height > max_pixels`` (default
+   `DEFAULT_MAX_PIXELS`, 4096 x 4096). The size is read
    from the header, before any pixel is decoded, so a decompression bomb
    costs nothing. PIL's own bomb check (``PIL.Image.MAX_IMAGE_PIXELS``,
    which errors above twice that limit) still applies when ``max_pixels`` is
@@ -56,7 +57,8 @@ transparency) is DROPPED, keeping the stored colour of every pixel -- the
 same as ``tf.io.decode_image(..., channels=3)`` and the ``convert("RGB")``
 used by common CLIP data loaders -- rather than compositing onto a
 background. 16-bit grayscale PNG (PIL modes ``I;16*`` and ``I``) is scaled
-to 8 bits as ``v >> 8`` (``floor(v / 256)``). Animated GIF/WebP give their
+to 8 bits as ``v >> 8`` (``floor(v / 256)``), a block of rows at a time in
+its own dtype (never through int64). Animated GIF/WebP give their
 first frame. EXIF orientation is not applied (as in ``tf.io.decode_jpeg``).
 
 Counting, parallelism and strict mode
@@ -83,7 +85,10 @@ from PIL import Image, ImageFile
 __all__ = [
     "SKIP_REASONS",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MAX_SKIP_FRACTION",
+    "DEFAULT_MIN_RECORDS_TO_JUDGE",
     "BadRecordError",
+    "TooManyBadRecordsError",
     "SkipCounter",
     "SkipReport",
     "decode_record",
@@ -96,6 +101,9 @@ SKIP_REASONS = (
     "missing_image",
     "missing_caption",
     "unreadable_shard",
+    "member_too_large",
+    "malformed_row",
+    "extra_columns",
     "read_error",
     "empty_file",
     "unknown_format",
@@ -107,14 +115,51 @@ SKIP_REASONS = (
 """Every reason a record can be skipped for.
 
 ``missing_file``, ``missing_image`` (a record or WebDataset sample without
-an image), ``missing_caption`` and ``unreadable_shard`` (a tar shard that
-could not be read to its end) are reported by the readers (see
+an image), ``missing_caption``, ``unreadable_shard`` (a tar shard that
+could not be read to its end), ``member_too_large`` (a WebDataset sample
+with a member over the reader's ``max_member_bytes``), ``malformed_row`` (a
+CSV row whose quoting cannot be parsed) and ``extra_columns`` (a manifest
+row with more cells than its header) are reported by the readers (see
 `keras_maeclip.data.readers`); ``read_error`` counts any other
 reader-reported reason. The rest are found here.
 """
 
-DEFAULT_MAX_PIXELS = 89_478_485
-"""PIL's decompression-bomb warning limit (``Image.MAX_IMAGE_PIXELS``)."""
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""16,777,216 pixels (4096 x 4096), the default largest image decoded.
+
+Decoding one image holds PIL's pixels (up to 4 bytes a pixel), the RGB
+uint8 result (3) and the copies made on the way: the peak resident memory
+of one decode, measured with ``ru_maxrss`` on 4096 x 4096 PNGs, was about
+10 bytes a pixel for RGB, 14 for RGBA and 7 for 16-bit gray, so 120 to
+235 MB for an image of this size, and about 1 GB for four such decodes at
+once. Larger images are skipped as ``image_too_large`` from their header,
+before any pixel is decoded; pass ``max_pixels`` to `decode_records` to
+accept them.
+"""
+
+DEFAULT_MAX_SKIP_FRACTION = 0.5
+"""Default largest fraction of skipped records before `decode_records` stops the run."""
+
+DEFAULT_MIN_RECORDS_TO_JUDGE = 1000
+"""Default number of records `decode_records` decodes before it judges the skip fraction."""
+
+_FIXES = {
+    "missing_file": "the image paths do not exist (relative paths resolve against the manifest's folder)",
+    "missing_image": "the samples have no jpg/jpeg/png/webp member",
+    "missing_caption": "the records have no caption (check caption_key / the txt or json members)",
+    "unreadable_shard": "the shards are truncated or not tar files",
+    "member_too_large": "tar members are larger than max_member_bytes",
+    "malformed_row": "the manifest's quoting cannot be parsed (check separator= and quoting=)",
+    "extra_columns": "manifest rows have more cells than the header (a separator inside a caption? check "
+    "separator= and quoting=)",
+    "read_error": "the reader reported errors",
+    "empty_file": "the image files are empty",
+    "unknown_format": "the image bytes are not JPEG/PNG/WebP/GIF/BMP (wrong column, or HTML error pages?)",
+    "corrupt_image": "the images are truncated or corrupt",
+    "image_too_large": "the images are larger than max_pixels (pass a larger max_pixels to decode them)",
+    "empty_caption": "the captions are empty (check caption_key)",
+    "caption_not_utf8": "the captions are not UTF-8",
+}
 
 _OK = 0
 _CODES = {reason: code for code, reason in enumerate(SKIP_REASONS, start=1)}
@@ -132,6 +177,10 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 class BadRecordError(ValueError):
     """A record that `decode_records(..., strict=True)` could not use."""
+
+
+class TooManyBadRecordsError(BadRecordError):
+    """Raised by `decode_records` when more than ``max_skip_fraction`` of the records are bad."""
 
 
 class SkipCounter:
@@ -227,12 +276,31 @@ def sniff_format(data):
     return None
 
 
+_ROWS_PER_BLOCK = 256
+
+
+def _sixteen_bit_to_rgb(img):
+    """16-bit grayscale (``I;16*``, ``I``) to RGB uint8 as ``v >> 8``, clipped to [0, 65535].
+
+    Converts a block of rows at a time, in the image's own dtype (uint16 or
+    int32), straight into the uint8 output: besides PIL's pixels and the
+    output, memory stays at a few bytes a pixel of one block.
+    """
+    values = np.asarray(img)  # uint16 (I;16*) or int32 (I); read-only view of PIL's bytes
+    height, width = values.shape[:2]
+    out = np.empty((height, width, 3), np.uint8)
+    for start in range(0, height, _ROWS_PER_BLOCK):
+        block = values[start:start + _ROWS_PER_BLOCK]
+        if block.dtype.kind == "i":
+            block = np.clip(block, 0, 65535)
+        out[start:start + _ROWS_PER_BLOCK] = (block >> 8).astype(np.uint8)[..., None]
+    return out
+
+
 def _to_rgb(img):
     """Converts an opened PIL image to an RGB uint8 array (see the module docstring)."""
     if img.mode in _SIXTEEN_BIT_MODES:
-        values = np.asarray(img).astype(np.int64)
-        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=-1)
+        return _sixteen_bit_to_rgb(img)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # avoids PIL's warning for palette transparency
     if img.mode != "RGB":
@@ -320,8 +388,22 @@ def decode_records(
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=None,
     max_pixels=DEFAULT_MAX_PIXELS,
+    max_skip_fraction=DEFAULT_MAX_SKIP_FRACTION,
+    min_records_to_judge=DEFAULT_MIN_RECORDS_TO_JUDGE,
+    data_name=None,
 ):
     """Decodes raw image-caption records, dropping and counting the bad ones.
+
+    Bad data stops the run instead of starving it: the readers repeat
+    BEFORE this filter, so on data whose every record is bad ``fit`` would
+    otherwise wait forever for a first batch. Once ``min_records_to_judge``
+    records have been decoded, and at the end of every pass over finite
+    data whatever its size, `TooManyBadRecordsError` is raised as soon as
+    more than ``max_skip_fraction`` of the records decoded so far (by this
+    dataset, every iterator together) were skipped. Its message names the
+    data (``data_name``), the counts by reason with an example key each, and
+    what to fix. So wholly bad repeated data stops after
+    ``min_records_to_judge`` records.
 
     Args:
         dataset: a `tf.data.Dataset` of raw records (see the module
@@ -342,7 +424,15 @@ def decode_records(
             dataset's options.
         max_pixels: records whose image has more than this many pixels
             (``width * height``, read from the header) are skipped as
-            ``image_too_large``.
+            ``image_too_large``. Default `DEFAULT_MAX_PIXELS` (4096 x 4096,
+            about 170 MB at the peak of one decode).
+        max_skip_fraction: float in [0, 1], default 0.5. The largest
+            fraction of skipped records tolerated; 1.0 never stops.
+        min_records_to_judge: int >= 1, default 1000. Records decoded before
+            the fraction is judged (the end of a finite pass is judged
+            whatever its size).
+        data_name: str or None. How the error names the data (e.g. the
+            ``--data`` path); None says "the data".
 
     Returns:
         A `tf.data.Dataset` of ``{"image": uint8 (H, W, 3), "caption":
@@ -351,6 +441,25 @@ def decode_records(
     Raises:
         ValueError: when the records do not follow the contract, `counter` is
             not a `SkipCounter` or `max_pixels` is not a positive integer.
+
+    Iterating the result raises (inside ``fit`` too) a TensorFlow error
+    whose message holds ``TooManyBadRecordsError: ...`` when the data is
+    mostly bad (see above), e.g. ``1000 of the first 1000 records decoded of
+    'train.tsv' were skipped (more than max_skip_fraction=0.5): missing_file=1000 (e.g.
+    'a.png': the image paths do not exist ...)``.
+
+    Example:
+
+    ```python
+    import tensorflow as tf
+    from keras_maeclip.data import decoding
+    raw = tf.data.Dataset.from_tensors(
+        {"image": tf.io.encode_png(tf.zeros((4, 4, 3), tf.uint8)), "caption": "a black square",
+         "key": "k0", "error": ""})
+    counter = decoding.SkipCounter()
+    (example,) = decoding.decode_records(raw, counter).as_numpy_iterator()
+    example["image"].shape  # (4, 4, 3)
+    ```
     """
     _check_dataset(dataset)
     if counter is not None and not isinstance(counter, SkipCounter):
@@ -358,6 +467,19 @@ def decode_records(
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 1:
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}.")
     max_pixels = int(max_pixels)
+    if (
+        isinstance(max_skip_fraction, bool)
+        or not isinstance(max_skip_fraction, (int, float, np.integer, np.floating))
+        or not 0 <= max_skip_fraction <= 1
+    ):
+        raise ValueError(f"max_skip_fraction must be a number in [0, 1], got {max_skip_fraction!r}.")
+    if (
+        isinstance(min_records_to_judge, bool)
+        or not isinstance(min_records_to_judge, (int, np.integer))
+        or min_records_to_judge < 1
+    ):
+        raise ValueError(f"min_records_to_judge must be a positive integer, got {min_records_to_judge!r}.")
+    guard = _SkipGuard(float(max_skip_fraction), int(min_records_to_judge), data_name)
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         warnings.warn(
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True, so truncated images will be padded instead of "
@@ -369,6 +491,7 @@ def decode_records(
         pixels, text, reason, detail = decode_record(image.numpy(), caption.numpy(), error.numpy(), max_pixels)
         if counter is not None:
             counter.add(reason)
+        guard.add(reason, key)
         if reason is None:
             return pixels, np.int32(_OK), text.encode("utf-8")
         if strict:
@@ -392,7 +515,62 @@ def decode_records(
         return record
 
     decoded = dataset.map(decode_map, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
-    return decoded.filter(lambda record: tf.equal(record["reason"], _OK)).map(finish)
+    decoded = decoded.filter(lambda record: tf.equal(record["reason"], _OK)).map(finish)
+
+    # Judged once more when a finite pass ends (the concatenated dataset only
+    # starts once every record above is decoded); it yields nothing.
+    def end_of_pass(_):
+        ok = tf.py_function(lambda: guard.judge(end_of_pass=True), [], Tout=tf.bool)
+        placeholder = tf.nest.map_structure(
+            lambda spec: tf.zeros([d if d is not None else 0 for d in spec.shape], spec.dtype), decoded.element_spec
+        )
+        return placeholder, ok
+
+    check = tf.data.Dataset.range(1).map(end_of_pass).filter(lambda _, ok: tf.logical_not(ok)).map(lambda r, _: r)
+    return decoded.concatenate(check)
+
+
+class _SkipGuard:
+    """The run's own counts for `decode_records`' max_skip_fraction check."""
+
+    def __init__(self, max_fraction, min_records, data_name):
+        self._lock = threading.Lock()
+        self.max_fraction, self.min_records, self.data_name = max_fraction, min_records, data_name
+        self.good, self.skipped, self.examples = 0, {}, {}
+
+    def add(self, reason, key):
+        with self._lock:
+            if reason is None:
+                self.good += 1
+            else:
+                self.skipped[reason] = self.skipped.get(reason, 0) + 1
+                if reason not in self.examples:
+                    self.examples[reason] = key.numpy().decode("utf-8", "replace")
+        self.judge()
+
+    def judge(self, end_of_pass=False):
+        """Raises `TooManyBadRecordsError` when too many records were skipped; else returns True."""
+        with self._lock:
+            skipped = sum(self.skipped.values())
+            total = self.good + skipped
+            if total == 0 or (total < self.min_records and not end_of_pass):
+                return True
+            if skipped <= self.max_fraction * total:
+                return True
+            counts = dict(self.skipped)
+            examples = dict(self.examples)
+        name = repr(self.data_name) if self.data_name else "the data"
+        when = f"all {total} records (a whole pass)" if end_of_pass else f"the first {total} records decoded"
+        reasons = "; ".join(
+            f"{reason}={n} (e.g. key {examples[reason]!r}: {_FIXES.get(reason, 'see SKIP_REASONS')})"
+            for reason, n in sorted(counts.items(), key=lambda item: -item[1])
+        )
+        raise TooManyBadRecordsError(
+            f"decode_records: {skipped} of {when} of {name} were skipped, more than "
+            f"max_skip_fraction={self.max_fraction:g}: {reasons}. Fix the data (python -m "
+            "keras_maeclip.data.validate lists what is wrong), or pass a larger max_skip_fraction "
+            "(1.0 never stops) to decode_records."
+        )
 
 
 class SkipReport(keras.callbacks.Callback):

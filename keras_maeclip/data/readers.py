@@ -60,7 +60,9 @@ import io
 import json
 import os
 import posixpath
+import re
 import tarfile
+import uuid
 import warnings
 
 import numpy as np
@@ -68,6 +70,7 @@ import tensorflow as tf
 
 __all__ = [
     "CONTRACT_KEYS",
+    "DEFAULT_MAX_MEMBER_BYTES",
     "IMAGE_EXTENSIONS",
     "ReadOptions",
     "read_tfrecords",
@@ -86,6 +89,10 @@ MISSING_FILE = b"missing_file"
 MISSING_IMAGE = b"missing_image"
 MISSING_CAPTION = b"missing_caption"
 UNREADABLE_SHARD = b"unreadable_shard"
+MEMBER_TOO_LARGE = b"member_too_large"
+MALFORMED_ROW = b"malformed_row"
+EXTRA_COLUMNS = b"extra_columns"
+QUOTING = ("auto", "none", "standard")
 
 
 # --------------------------------------------------------------------------
@@ -371,16 +378,92 @@ def _table_dataset(tables, opts, extra_keys):
     return _pipeline(list(range(len(tables))), open_table, opts, load=load)
 
 
-def _read_manifest(manifest, image_key, caption_key, separator, key_column, extra_keys):
+class _Lines:
+    """Hands a csv.reader the physical lines from `start` on, counting how many it took."""
+
+    def __init__(self, lines, start):
+        self.lines, self.next, self.used = lines, start, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.next >= len(self.lines):
+            raise StopIteration
+        line = self.lines[self.next]
+        self.next += 1
+        self.used += 1
+        return line + "\n"
+
+
+def _manifest_rows(text, separator, quoted):
+    """Yields ``(line number, cells or None, problem)`` for every non-empty row of a manifest.
+
+    Without quoting every physical line is a row split at `separator`;
+    quote characters are ordinary text. With quoting, lines holding no
+    ``"`` are split the same way, and the others are parsed by the strict
+    `csv` reader (so a quoted cell may span lines). A row the reader
+    refuses (bad quoting, a quoted cell over csv's field size limit), or a
+    quoted row spanning lines that ends with a cell count other than the
+    header's (an unbalanced quote that swallowed the rows after it), gives
+    ``cells=None``; reading goes on at the next physical line, so the rows
+    after it are not lost.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    width, i = None, 0
+    while i < len(lines):
+        number, line = i + 1, lines[i]
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not quoted or '"' not in line:
+            i += 1
+            if line:
+                cells = line.split(separator)
+                width = len(cells) if width is None else width
+                yield number, cells, None
+            continue
+        feeder = _Lines(lines, i)
+        try:
+            cells = next(csv.reader(feeder, delimiter=separator, strict=True))
+            problem = None
+            if feeder.used > 1 and width is not None and len(cells) != width:
+                problem = f"a quote opened here spans {feeder.used} lines and leaves {len(cells)} cells"
+        except csv.Error as e:
+            cells, problem = None, str(e)
+        except StopIteration:  # pragma: no cover - the line is not empty
+            cells, problem = None, "no row"
+        if problem is not None:
+            i += 1
+            yield number, None, problem
+            continue
+        i += feeder.used
+        width = len(cells) if width is None else width
+        yield number, cells, None
+
+
+def _inside(path, folder):
+    """Whether `path` (already joined to the manifest folder) lies under `folder`, lexically."""
+    if "://" in path or "://" in folder:
+        scheme, _, rest = path.partition("://")
+        path = scheme + "://" + posixpath.normpath(rest)
+        return folder != "" and path.startswith(folder.rstrip("/") + "/")
+    path, folder = os.path.abspath(path), os.path.abspath(folder or ".")
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _read_manifest(manifest, image_key, caption_key, separator, key_column, extra_keys, quoted, allow_outside):
     """Parses one manifest into a table (see `_table_dataset`)."""
     with tf.io.gfile.GFile(manifest, "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
     if text.startswith("\ufeff"):
         text = text[1:]
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-    header = next(rows, None)
+    rows = _manifest_rows(text, separator, quoted)
+    number, header, problem = next(rows, (None, None, None))
     if header is None:
-        raise ValueError(f"read_csv: manifest {manifest!r} is empty; it needs a header row.")
+        what = f"its header row (line {number}) cannot be parsed: {problem}" if problem else "it is empty"
+        raise ValueError(f"read_csv: manifest {manifest!r}: {what}; it needs a header row.")
     wanted = {"image_key": image_key, "caption_key": caption_key}
     if key_column is not None:
         wanted["key_column"] = key_column
@@ -395,18 +478,47 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
             "Pass the right column names or separator."
         )
     column = {name: header.index(name) for name in wanted.values()}
+    caption_last = column[caption_key] == len(header) - 1
     folder = os.path.dirname(manifest)
+    base = os.path.basename(manifest)
     table = {name: [] for name in ("_image_path", "caption", "key", "error") + extra_keys}
+    outside = []
 
     def cell(row, name):
         i = column[name]
         return row[i] if i < len(row) else None
 
-    for row in rows:
-        if not row:
-            continue  # a blank line is not a record
+    def add_bad(number, error):
+        table["_image_path"].append(b"")
+        table["caption"].append(b"")
+        table["key"].append(_to_bytes(f"{base}:{number}"))
+        table["error"].append(error)
+        for name in extra_keys:
+            table[name].append(b"")
+
+    problems = []
+    for number, row, problem in rows:
+        if row is None:
+            problems.append(f"line {number}: {problem}")
+            add_bad(number, MALFORMED_ROW)
+            continue
+        if len(row) > len(header):
+            if not any(row[len(header):]):
+                row = row[: len(header)]  # trailing separators
+            elif caption_last:  # the separator is inside the caption: give it back its text
+                row = row[: len(header) - 1] + [separator.join(row[len(header) - 1:])]
+            else:
+                problems.append(f"line {number}: {len(row)} cells, the header has {len(header)}")
+                add_bad(number, EXTRA_COLUMNS)
+                continue
         rel = cell(row, image_key) or ""
         path = rel if (os.path.isabs(rel) or "://" in rel) else os.path.join(folder, rel)
+        if rel and "://" not in path:
+            path = os.path.normpath(path)
+        if rel and not allow_outside and not _inside(path, folder):
+            outside.append(f"line {number}: {rel!r}")
+            add_bad(number, MISSING_FILE)
+            continue
         exists = bool(rel) and _path_exists(path)
         caption = cell(row, caption_key)
         if key_column is not None:
@@ -420,6 +532,21 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
         table["error"].append(error)
         for name in extra_keys:
             table[name].append(_to_bytes(cell(row, name) or ""))
+    if outside:
+        raise ValueError(
+            f"read_csv: manifest {manifest!r} names {len(outside)} image path(s) outside its folder "
+            f"{os.path.abspath(folder or '.')!r} ({'; '.join(outside[:3])}{'; ...' if len(outside) > 3 else ''}). "
+            "Such paths are refused so that a manifest cannot copy any file of the machine into the data; "
+            "move the manifest above the images, or pass allow_outside_paths=True "
+            "(convert / validate: --allow_outside_paths) if you trust it."
+        )
+    if problems:
+        warnings.warn(
+            f"read_csv: manifest {manifest!r} has {len(problems)} row(s) that cannot be parsed "
+            f"(yielded as malformed_row / extra_columns records): {'; '.join(problems[:3])}"
+            f"{'; ...' if len(problems) > 3 else ''}. Check separator= and quoting=.",
+            stacklevel=3,
+        )
     return table
 
 
@@ -430,6 +557,8 @@ def read_csv(
     separator="\t",
     key_column=None,
     extra_keys=(),
+    quoting="auto",
+    allow_outside_paths=False,
     **options,
 ):
     """Reads CSV / TSV manifests of image paths and captions as raw records.
@@ -442,6 +571,23 @@ def read_csv(
     a worker reads only its own images. The whole manifest is held in memory
     as string tensors. Several manifests are several files for sharding.
 
+    No row is lost silently: a row that cannot be parsed is yielded as a
+    record with ``error=b"malformed_row"`` (bad quoting, or a quoted cell
+    over Python's csv field size limit) or ``b"extra_columns"`` (more
+    non-empty cells than the header, from a separator inside an unquoted
+    cell, when the caption is not the last column), keyed
+    ``"<manifest name>:<line>"``, and a warning names the first such lines.
+    When the caption IS the last column, the cells past it are its own text
+    split at the separator and are joined back (``a.png,red, round`` has
+    caption ``"red, round"``); empty trailing cells are ignored. With quoting, an unbalanced ``"`` spoils only its own
+    row. Captions of any length are kept when unquoted.
+
+    Image paths must lie inside the manifest's folder (checked lexically:
+    ``..`` and absolute paths elsewhere are refused; symbolic links inside
+    the folder are followed), so that a manifest cannot pull an arbitrary
+    file of the machine into the data; otherwise a `ValueError` counts and
+    names them, unless ``allow_outside_paths=True``.
+
     Args:
         manifest: a manifest file, a directory (its .csv / .tsv files), a
             glob, or a list of them.
@@ -453,11 +599,20 @@ def read_csv(
             image path relative to the manifest's folder (as given when it
             is absolute outside that folder, or a URL).
         extra_keys: sequence of str, default (). Columns to pass through.
+        quoting: "auto" (default), "none" or "standard". "none" reads every
+            line as one row and ``"`` as an ordinary character, as TSV files
+            are usually written (open_clip's, img2dataset's); "standard"
+            reads CSV quoting (``"a, b"``, ``""`` for a quote, cells over
+            several lines). "auto" is "none" for a tab separator and
+            "standard" otherwise.
+        allow_outside_paths: bool, default False. Accept image paths outside
+            the manifest's folder (absolute paths, ``..``, URLs elsewhere).
         **options: the pipeline options of `ReadOptions`.
 
     Returns:
         A `tf.data.Dataset` of the record contract (module docstring), one
-        record per non-blank row, in file order. ``error`` is
+        record per non-empty line (per row, for quoted rows over several
+        lines), in file order. ``error`` is
         ``missing_file`` (with ``image=b""``) when the path is empty or the
         file does not exist, ``missing_caption`` when the row is too short to
         hold the caption column. An empty caption cell is passed on as
@@ -465,7 +620,14 @@ def read_csv(
 
     Raises:
         ValueError: when a manifest's header lacks a named column (the
-            message lists the columns found), or on a bad argument.
+            message lists the columns found), when it names image paths
+            outside its folder (see above), or on a bad argument.
+
+    Example:
+
+    ```python
+    records = read_csv("/data/cc3m/train.tsv", image_key="filepath", caption_key="title")
+    ```
     """
     opts = _read_options("read_csv", options)
     extra_keys = _check_extra_keys(extra_keys)
@@ -474,8 +636,16 @@ def read_csv(
     for name, value in (("image_key", image_key), ("caption_key", caption_key)):
         if not isinstance(value, str) or not value:
             raise ValueError(f"read_csv: {name} must be a non-empty column name, got {value!r}.")
+    if quoting not in QUOTING:
+        raise ValueError(f"read_csv: quoting must be one of {QUOTING}, got {quoting!r}.")
+    if not isinstance(allow_outside_paths, (bool, np.bool_)):
+        raise ValueError(f"read_csv: allow_outside_paths must be a bool, got {allow_outside_paths!r}.")
+    quoted = quoting == "standard" or (quoting == "auto" and separator != "\t")
     files = _list_files(manifest, (".csv", ".tsv"), "read_csv")
-    tables = [_read_manifest(f, image_key, caption_key, separator, key_column, extra_keys) for f in files]
+    tables = [
+        _read_manifest(f, image_key, caption_key, separator, key_column, extra_keys, quoted, allow_outside_paths)
+        for f in files
+    ]
     return _table_dataset(tables, opts, extra_keys)
 
 
@@ -558,23 +728,43 @@ def _sample_record(key, members, extra_keys):
     return record
 
 
-def _ended_cleanly(tar):
-    """Whether a stream-mode tar stopped on its end-of-archive (all-zero) block.
+def _ended_cleanly(tar, fileobj):
+    """Whether a tar stopped on its end-of-archive (all-zero) block.
 
     ``tarfile`` silently ends iteration when a shard is cut at or inside a
-    member header; then the block it read last is shorter than 512 bytes (or
-    empty) instead of a full zero block.
+    member header, or inside a member's data it was not asked to read; then
+    the 512 bytes where the next header should be are missing, short, or
+    not zero.
     """
-    position = getattr(tar.fileobj, "pos", None)  # bytes read from the (decompressed) stream
-    return position is None or position - tar.offset == tarfile.BLOCKSIZE
+    fileobj.seek(tar.offset)
+    block = fileobj.read(tarfile.BLOCKSIZE)
+    return len(block) == tarfile.BLOCKSIZE and not block.strip(b"\0")
 
 
-def _tar_samples(path, extra_keys):
-    """Streams one tar shard and yields its samples as contract records."""
+def _open_binary(path):
+    return tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")
+
+
+def _tar_samples(path, extra_keys, max_member_bytes):
+    """Reads one tar shard and yields its samples as contract records.
+
+    The shard is opened for random access (``"r:*"``): members no key asks
+    for are passed over with a seek, never read, and so are asked-for
+    members larger than `max_member_bytes` (their sample is flagged
+    ``member_too_large``).
+    """
     path = os.fsdecode(path)
-    key, members = None, {}
+    wanted = set(IMAGE_EXTENSIONS) | {"txt", "json"} | {name.lower() for name in extra_keys}
+    key, members, too_large = None, {}, []
+
+    def flush():
+        record = _sample_record(key, members, extra_keys)
+        if too_large:
+            record["error"] = MEMBER_TOO_LARGE
+        return record
+
     try:
-        with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+        with _open_binary(path) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -585,10 +775,21 @@ def _tar_samples(path, extra_keys):
                 name = posixpath.join(folder, stem)
                 if name != key:
                     if key is not None:
-                        yield _sample_record(key, members, extra_keys)
-                    key, members = name, {}
-                members[ext.lower()] = tar.extractfile(member).read()
-            if not _ended_cleanly(tar):
+                        yield flush()
+                    key, members, too_large = name, {}, []
+                ext = ext.lower()
+                if ext not in wanted:
+                    continue
+                if member.size > max_member_bytes:
+                    too_large.append(ext)
+                    warnings.warn(
+                        f"read_webdataset: {path!r} member {member.name!r} has {member.size} bytes, more than "
+                        f"max_member_bytes={max_member_bytes}; its sample is skipped as member_too_large.",
+                        stacklevel=2,
+                    )
+                    continue
+                members[ext] = tar.extractfile(member).read()
+            if not _ended_cleanly(tar, tar.fileobj):
                 raise EOFError("the archive ends without its end-of-archive block")
     except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as e:
         record = _sample_record(key or path, members, extra_keys)
@@ -597,28 +798,39 @@ def _tar_samples(path, extra_keys):
         yield record
         return
     if key is not None:
-        yield _sample_record(key, members, extra_keys)
+        yield flush()
 
 
-def read_webdataset(shards, extra_keys=(), **options):
-    """Reads WebDataset tar shards as raw records, streamed without unpacking.
+DEFAULT_MAX_MEMBER_BYTES = 64 * 2**20
+"""64 MiB: the largest tar member `read_webdataset` reads (a PNG of 4096 x 4096 RGB is at most 48 MiB)."""
+
+
+def read_webdataset(shards, extra_keys=(), max_member_bytes=DEFAULT_MAX_MEMBER_BYTES, **options):
+    """Reads WebDataset tar shards as raw records, without unpacking them.
 
     A sample is a run of consecutive tar members sharing a key: the member
     name up to the FIRST dot of its base name (``a/x.seg.png`` has key
     ``a/x`` and extension ``seg.png``), the WebDataset convention. Its
     image is the ``jpg``, ``jpeg``, ``png`` or ``webp`` member (first in that
     order), its caption the ``txt`` member or else the "caption" field of
-    the ``json`` member. Each shard is streamed by Python's ``tarfile`` in
-    stream mode (``"r|*"``, any compression) inside
-    `tf.data.Dataset.from_generator`, one generator per shard, and shards
-    are interleaved. With record sharding (fewer shards than workers) every
-    worker streams every shard.
+    the ``json`` member. Each shard is read by Python's ``tarfile``
+    (``"r:*"``, any compression) inside `tf.data.Dataset.from_generator`, one
+    generator per shard, and shards are interleaved. Only the members a
+    sample needs (image, ``txt``, ``json`` and ``extra_keys``) are read;
+    the others are passed over with a seek (a compressed shard still
+    decompresses them, in small blocks), so a shard with a huge unrelated
+    member costs no memory. With record sharding (fewer shards than
+    workers) every worker reads every shard.
 
     Args:
         shards: a tar file, a directory (its .tar / .tar.gz / .tgz files), a
             glob, or a list of them.
         extra_keys: sequence of str, default (). Member extensions (e.g.
             "json", "cls") whose raw bytes are passed through.
+        max_member_bytes: int >= 1, default `DEFAULT_MAX_MEMBER_BYTES` (64
+            MiB). A needed member larger than this is not read: its sample
+            is yielded with ``error=b"member_too_large"`` and a warning
+            names the member.
         **options: the pipeline options of `ReadOptions`.
 
     Returns:
@@ -627,17 +839,25 @@ def read_webdataset(shards, extra_keys=(), **options):
         ``missing_caption`` for incomplete samples and ``unreadable_shard``
         (plus a warning) for the last, possibly partial, sample of a shard
         that is truncated or corrupt (a shard cut exactly at a member header
-        counts too: it lacks the end-of-archive block).
+        counts too: it lacks the end-of-archive block), ``member_too_large``
+        for a sample with a member over ``max_member_bytes``.
+
+    Example:
+
+    ```python
+    records = read_webdataset("/data/wds/*.tar", shuffle_files=True, seed=0, repeat=True)
+    ```
     """
     opts = _read_options("read_webdataset", options)
     extra_keys = _check_extra_keys(extra_keys)
+    max_member_bytes = _check_int("max_member_bytes", max_member_bytes, 1)
     files = _list_files(shards, (".tar", ".tar.gz", ".tgz"), "read_webdataset")
     signature = {name: tf.TensorSpec((), tf.string) for name in CONTRACT_KEYS + extra_keys}
 
     def open_shard(path):
         # from_generator hands the generator a numpy bytes path.
         return tf.data.Dataset.from_generator(
-            lambda p: _tar_samples(p, extra_keys), args=(path,), output_signature=signature
+            lambda p: _tar_samples(p, extra_keys, max_member_bytes), args=(path,), output_signature=signature
         )
 
     return _pipeline(files, open_shard, opts)
@@ -663,17 +883,35 @@ def _bytes_value(name, value):
     )
 
 
-def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"):
+def _shard_pattern(prefix):
+    return re.compile(rf"^{re.escape(prefix)}-\d{{5}}-of-(\d{{5}})\.tfrecord$")
+
+
+def _existing_shards(output_dir, prefix):
+    pattern = _shard_pattern(prefix)
+    if not tf.io.gfile.isdir(output_dir):
+        return []
+    return sorted(name for name in tf.io.gfile.listdir(output_dir) if pattern.match(name))
+
+
+def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard", overwrite=False):
     """Writes the good records of a reader to TFRecord shards of `tf.train.Example`.
 
     Every string field of a record except ``error`` is stored as a bytes
     feature under its own name (``image``, ``caption``, ``key`` and the
     extra columns), so `read_tfrecords` reads the shards back as the same
     records. Records whose ``error`` is not ``b""`` are skipped and counted.
-    Shards are written one after the other to temporary names
-    (``<prefix>-00000.tfrecord.tmp``, ...) and renamed to
+    Shards are written one after the other to hidden temporary names unique
+    to this call (``.<prefix>-00000.tfrecord.tmp-<pid>-<random>``) and
+    renamed (atomically on a local disk) to
     ``<prefix>-00000-of-000NN.tfrecord`` once their number NN is known (one
-    pass over the data); existing files of the final names are replaced.
+    pass over the data); on an error the temporaries are removed.
+
+    A folder that already holds ``<prefix>-*-of-*.tfrecord`` shards is
+    refused: writing a second set beside them (of another shard count) would
+    make the folder read as both sets. With ``overwrite=True`` the old set is
+    replaced: the new shards are renamed into place, then every old shard of
+    that prefix that is not one of them is deleted.
 
     Args:
         records: a `tf.data.Dataset` or an iterable of dicts with scalar
@@ -683,21 +921,43 @@ def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"
         examples_per_shard: int >= 1, default 1000. Records per shard (the
             last shard holds the rest).
         prefix: str, default "shard". File name prefix.
+        overwrite: bool, default False. Replace shards of this prefix that
+            are already in `output_dir`.
 
     Returns:
         A tuple ``(paths, skipped)``: the shard paths in order, and a dict
         from error reason (str) to the number of records skipped for it.
         No shard is written when no record is good.
+
+    Raises:
+        ValueError: when `output_dir` already holds shards of this prefix and
+            `overwrite` is False, or on a bad record or argument.
+
+    Example:
+
+    ```python
+    paths, skipped = write_tfrecords(read_csv("train.tsv"), "/data/tfr", examples_per_shard=5000)
+    ```
     """
     examples_per_shard = _check_int("examples_per_shard", examples_per_shard, 1)
     if not isinstance(prefix, str) or not prefix or "/" in prefix:
         raise ValueError(f"write_tfrecords: prefix must be a non-empty file name prefix, got {prefix!r}.")
+    output_dir = os.fspath(output_dir)
+    old = _existing_shards(output_dir, prefix)
+    if old and not overwrite:
+        counts = sorted({_shard_pattern(prefix).match(name).group(1) for name in old})
+        raise ValueError(
+            f"write_tfrecords: {output_dir!r} already holds {len(old)} shard(s) named "
+            f"{prefix}-*-of-{'/'.join(counts)}.tfrecord (e.g. {old[0]!r}); writing another set beside them "
+            "would make the folder read as both. Pass overwrite=True (convert: --overwrite) to replace "
+            "them, or choose another output_dir or prefix."
+        )
     if isinstance(records, tf.data.Dataset):
         if records.cardinality() == tf.data.INFINITE_CARDINALITY:
             raise ValueError("write_tfrecords: records is infinite (repeat=True?); pass a finite dataset.")
         records = records.as_numpy_iterator()
-    output_dir = os.fspath(output_dir)
     tf.io.gfile.makedirs(output_dir)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     temporary, skipped = [], {}
     writer, in_shard = None, 0
     try:
@@ -718,17 +978,29 @@ def write_tfrecords(records, output_dir, examples_per_shard=1000, prefix="shard"
             if writer is None or in_shard == examples_per_shard:
                 if writer is not None:
                     writer.close()
-                temporary.append(os.path.join(output_dir, f"{prefix}-{len(temporary):05d}.tfrecord.tmp"))
+                name = f".{prefix}-{len(temporary):05d}.tfrecord.tmp-{token}"
+                temporary.append(os.path.join(output_dir, name))
                 writer, in_shard = tf.io.TFRecordWriter(temporary[-1]), 0
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())
             in_shard += 1
-    finally:
         if writer is not None:
             writer.close()
+            writer = None
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        for path in temporary:
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
+        raise
     paths = []
     for i, path in enumerate(temporary):
         final = os.path.join(output_dir, f"{prefix}-{i:05d}-of-{len(temporary):05d}.tfrecord")
         tf.io.gfile.rename(path, final, overwrite=True)
         paths.append(final)
+    kept = {os.path.basename(p) for p in paths}
+    for name in old:
+        if name not in kept:
+            tf.io.gfile.remove(os.path.join(output_dir, name))
     return paths, skipped

@@ -730,6 +730,9 @@ flags.DEFINE_float("max_bad_fraction", 0.1, "Largest accepted share of undecodab
 flags.DEFINE_string("csv_img_key", "filepath", "csv: column of image paths.", flag_values=FLAGS)
 flags.DEFINE_string("csv_caption_key", "title", "csv: column of captions.", flag_values=FLAGS)
 flags.DEFINE_string("csv_separator", "\\t", "csv: column separator ('\\t' or 'tab' for TSV, ',' for CSV).", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "allow_outside_paths", False, "csv: accept image paths outside the manifest's folder.", flag_values=FLAGS
+)
 flags.mark_flags_as_required(["input_format", "output_dir"], flag_values=FLAGS)
 
 _SEPARATORS = {"\\t": "\t", "tab": "\t", "comma": ","}
@@ -747,6 +750,7 @@ def _read(paths):
             image_key=FLAGS.csv_img_key,
             caption_key=FLAGS.csv_caption_key,
             separator=_SEPARATORS.get(FLAGS.csv_separator, FLAGS.csv_separator),
+            allow_outside_paths=FLAGS.allow_outside_paths,
         )
     if fmt == "webdataset":
         return readers.read_webdataset(paths)

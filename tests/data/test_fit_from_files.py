@@ -1,5 +1,6 @@
 """`fit` reads each on-disk format through the readers and the robust decoder."""
 
+import csv
 import io
 import tarfile
 
@@ -38,12 +39,13 @@ def _write_formats(root):
     tfrecords, _ = readers.write_tfrecords(records, root / "tfr", examples_per_shard=4)
 
     (root / "csv").mkdir()
-    lines = ["filepath,title"]
-    for k in keys:
-        (root / "csv" / f"{k}.png").write_bytes(images[k])
-        lines.append(f"{k}.png,{captions[k].decode()}")
     manifest = root / "csv" / "manifest.csv"
-    manifest.write_text("\n".join(lines) + "\n")
+    with open(manifest, "w", newline="") as f:  # quoted: the captions hold commas
+        writer = csv.writer(f)
+        writer.writerow(["filepath", "title"])
+        for k in keys:
+            (root / "csv" / f"{k}.png").write_bytes(images[k])
+            writer.writerow([f"{k}.png", captions[k].decode()])
 
     tar_path = root / "shard-000.tar"
     with tarfile.open(tar_path, "w") as tar:
