@@ -176,6 +176,7 @@ def main(argv):
     results["seconds/total"] = time.time() - started
     results["model"] = kind
     results["preset"] = preset
+    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "evaluation.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
