@@ -15,6 +15,17 @@ a missing dataset stops with the directory looked in.
         --data_dir=~/tensorflow_datasets --evaluations=zero_shot,linear_probe
     python recipes/evaluate.py --preset=... --vqa_dataset=clevr --data_dir=...
     python recipes/evaluate.py --preset=... --segmentation_dir=ADEChallengeData2016
+
+Your own labelled images (zero-shot and linear probe; docs/evaluation.md): a
+CSV / TSV manifest with an image-path and a label column, or a folder per
+class; class names from the labels / folder names, `--class_names` or
+`--class_names_file`; prompts from `--template` (repeatable) or
+`--templates_file`:
+
+    python recipes/evaluate.py --preset=... --labelled_data=pets.csv \
+        --labelled_label_key=breed --templates_file=pet_prompts.txt
+    python recipes/evaluate.py --preset=... --labelled_data=photos/ \
+        --template="a photo of a {}." --template="a drawing of a {}."
 """
 
 import json
@@ -46,7 +57,55 @@ flags.DEFINE_string("classification_dataset", None, "TFDS name for zero-shot and
 flags.DEFINE_string("vqa_dataset", None, "TFDS VQA name (clevr) instead of the synthetic questions.")
 flags.DEFINE_string("data_dir", None, "TFDS data_dir with the prepared datasets (nothing is downloaded).")
 flags.DEFINE_string("segmentation_dir", None, "ADE20K-style folder (images/, annotations/, objectInfo150.txt).")
+flags.DEFINE_string("labelled_data", None, "Your labelled images for zero_shot / linear_probe: a CSV/TSV manifest or a folder per class.")
+flags.DEFINE_string("labelled_image_key", "filepath", "--labelled_data manifest: column of image paths.")
+flags.DEFINE_string("labelled_label_key", "label", "--labelled_data manifest: column of labels (class names, or indices into the class names).")
+flags.DEFINE_string("labelled_separator", None, "--labelled_data manifest: column separator (default: tab for .tsv, else comma; 'tab' for a tab).")
+flags.DEFINE_list("class_names", None, "Class names of --labelled_data, in label-index order (default: the distinct labels or folder names, sorted).")
+flags.DEFINE_string("class_names_file", None, "A file of class names, one per line, instead of --class_names.")
+flags.DEFINE_multi_string("template", None, "A zero-shot prompt template with one {} for --labelled_data (repeat the flag for several).")
+flags.DEFINE_string("templates_file", None, "A file of prompt templates, one per line, for --labelled_data.")
+flags.DEFINE_float("test_fraction", 0.3, "--labelled_data: share of each class held out as the test part (the probe trains on the rest).")
 flags.mark_flag_as_required("preset")
+
+
+def _labelled_options():
+    """Class names and templates of --labelled_data from the flags or files."""
+    from keras_maeclip.data.labelled import read_lines
+    from keras_maeclip.evaluation.labelled import DEFAULT_TEMPLATES
+
+    if FLAGS.class_names and FLAGS.class_names_file:
+        raise app.UsageError("Give --class_names or --class_names_file, not both.")
+    if FLAGS.template and FLAGS.templates_file:
+        raise app.UsageError("Give --template or --templates_file, not both.")
+    names = read_lines(FLAGS.class_names_file) if FLAGS.class_names_file else FLAGS.class_names
+    templates = read_lines(FLAGS.templates_file) if FLAGS.templates_file else FLAGS.template
+    return names, list(templates or DEFAULT_TEMPLATES)
+
+
+def _evaluate_labelled(model, evaluations, log):
+    """zero_shot / linear_probe of `evaluations` on --labelled_data."""
+    from keras_maeclip.data.labelled import load_labelled
+    from keras_maeclip.evaluation import suite
+    from keras_maeclip.evaluation.labelled import evaluate_labelled
+
+    names, templates = _labelled_options()
+    source = os.path.expanduser(FLAGS.labelled_data)
+    csv = {}
+    if not os.path.isdir(source):
+        separator = FLAGS.labelled_separator
+        csv = dict(image_key=FLAGS.labelled_image_key, label_key=FLAGS.labelled_label_key,
+                   separator="\t" if separator in ("tab", "\\t") else separator)
+    try:
+        data = load_labelled(source, suite.image_size(model), class_names=names, **csv)
+        name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "labelled"
+        log(f"{FLAGS.labelled_data}: {len(data)} images, {len(data.class_names)} classes"
+            + (f", skipped {data.skipped}" if data.skipped else ""))
+        return evaluate_labelled(model, data, evaluations, templates, name=name,
+                                 test_fraction=FLAGS.test_fraction, seed=FLAGS.seed,
+                                 pooling=FLAGS.linear_probe_pooling, epochs=FLAGS.linear_probe_epochs)
+    except ValueError as error:
+        raise app.UsageError(f"--labelled_data={FLAGS.labelled_data}: {error}") from None
 
 
 def main(argv):
@@ -88,10 +147,16 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     model = PretrainingTask.from_preset(preset)
     kind = suite.model_kind(model)
+    from keras_maeclip.evaluation.labelled import LABELLED_EVALUATIONS
+
+    default = suite.applicable(model)
+    if FLAGS.labelled_data and not FLAGS.evaluations:
+        default = [e for e in default if e in LABELLED_EVALUATIONS]
     try:
-        evaluations = suite.check_evaluations(model, FLAGS.evaluations or suite.applicable(model))
+        evaluations = suite.check_evaluations(model, FLAGS.evaluations or default)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+    labelled = [e for e in evaluations if e in LABELLED_EVALUATIONS] if FLAGS.labelled_data else []
     print(
         f"backend={keras.config.backend()} model={kind} preset={preset} "
         f"evaluations={','.join(evaluations)}",
@@ -100,13 +165,18 @@ def main(argv):
     # VQA fine-tunes the towers in place: run it last so the other
     # evaluations see the pretrained weights.
     evaluations = sorted(evaluations, key=lambda name: name == "vqa")
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    results = _evaluate_labelled(model, labelled, log) if labelled else {}
+    rest = [e for e in evaluations if e not in labelled]
     try:
-        results = suite.run_suite(model, evaluations, config, log=lambda line: print(line, flush=True))
+        if rest:
+            results.update(suite.run_suite(model, rest, config, log=log))
     except DatasetNotFoundError as error:
         sys.exit(f"evaluate.py: {error}")
     results["seconds/total"] = time.time() - started
     results["model"] = kind
     results["preset"] = preset
+    os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "evaluation.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)

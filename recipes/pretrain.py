@@ -11,7 +11,10 @@ random resized crop), then saves a keras-hub preset
 `--output_dir`. Contrastive models (CLIP, MAE-CLIP) also report zero-shot
 accuracy on held-out synthetic images with chance beside it, and retrieval
 recall; masked models (MAE, M3AE, MAE-CLIP) also write `reconstructions.png`
-(original / masked / reconstructed) for held-out images. `recipes/evaluate.py`
+(original / masked / reconstructed) for held-out images. With `--data`, a
+share `--eval_fraction` of the records (by key hash) is held out of
+training, and held-out losses, retrieval and reconstructions use those
+records (zero-shot needs labels: `recipes/evaluate.py --labelled_data`). `recipes/evaluate.py`
 runs the whole evaluation suite on the saved preset.
 
     KERAS_BACKEND=jax python recipes/pretrain.py            # tiny CLIP, 4–6 min
@@ -56,7 +59,8 @@ flags.DEFINE_string("validation_reference", None, "With --validate_data: a secon
 flags.DEFINE_integer("validate_examples", 5000, "Records read by --validate_data per split.")
 flags.DEFINE_bool("strict_data", False, "Stop at the first bad record (with its key) instead of skipping and counting it.")
 flags.DEFINE_integer("train_examples", 20000, "Synthetic training examples (cycled).")
-flags.DEFINE_integer("eval_examples", 1000, "Held-out synthetic examples for evaluation.")
+flags.DEFINE_integer("eval_examples", 1000, "Held-out examples for evaluation (synthetic scenes, or records of --data).")
+flags.DEFINE_float("eval_fraction", 0.05, "With --data: share of the records (by a hash of their key) held out of training; evaluation (held-out losses, retrieval, reconstructions) uses up to --eval_examples of them.")
 flags.DEFINE_integer("image_size", None, "Override the preset's image size.")
 flags.DEFINE_integer("steps", 600, "Optimizer steps.")
 flags.DEFINE_integer("steps_per_epoch", 100, "Steps between log lines.")
@@ -224,7 +228,10 @@ def _caption_corpus(synthetic):
     """The captions the WordPiece vocabulary is learned from (`--train_examples` of them)."""
     if FLAGS.data == "synthetic":
         return synthetic.captions(FLAGS.train_examples, seed=FLAGS.seed)
-    records = _read_records().take(FLAGS.train_examples)
+    from keras_maeclip.data import holdout
+
+    records = holdout.split_records(_read_records(), FLAGS.eval_fraction, FLAGS.seed)[0]
+    records = records.take(FLAGS.train_examples)
     return [
         r["caption"].decode("utf-8", errors="replace")
         for r in records.as_numpy_iterator()
@@ -270,13 +277,14 @@ def _training_data(model, synthetic, image_size, setup):
         data = data.shuffle(10000, seed=FLAGS.seed).repeat()
         counter = None
     else:
-        from keras_maeclip.data import augment, decoding
+        from keras_maeclip.data import augment, decoding, holdout
 
         counter = decoding.SkipCounter()
         shards = {}
         if setup.backend == "torch" and setup.num_processes > 1:
             shards = dict(num_workers=setup.num_processes, worker_index=setup.process_index)
         records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
+        records = holdout.split_records(records, FLAGS.eval_fraction, FLAGS.seed)[0]
         data = decoding.decode_records(records, counter, strict=FLAGS.strict_data, data_name=FLAGS.data)
         default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
         scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
@@ -305,8 +313,25 @@ def _read_records(**options):
     )
 
 
+_HELD_OUT_PAIRS = {}
+
+
+def _held_out_records(image_size):
+    """Up to --eval_examples decoded held-out records of --data (read once)."""
+    if "pairs" not in _HELD_OUT_PAIRS:
+        from keras_maeclip.data import decoding, holdout
+
+        counter = decoding.SkipCounter()
+        held = holdout.split_records(_read_records(), FLAGS.eval_fraction, FLAGS.seed)[1]
+        _HELD_OUT_PAIRS["pairs"] = holdout.held_out_pairs(held, image_size, FLAGS.eval_examples, counter)
+        _HELD_OUT_PAIRS["skips"] = counter
+    return _HELD_OUT_PAIRS["pairs"]
+
+
 def _held_out(synthetic, image_size, seed_offset, **kwargs):
-    """One NumPy batch of held-out synthetic scenes."""
+    """One NumPy batch of held-out scenes, or of held-out records of --data."""
+    if FLAGS.data != "synthetic":
+        return _held_out_records(image_size)
     data = synthetic.synthetic_dataset(
         FLAGS.eval_examples, seed=FLAGS.seed + seed_offset, image_size=image_size, **kwargs
     )
@@ -314,21 +339,22 @@ def _held_out(synthetic, image_size, seed_offset, **kwargs):
 
 
 def _held_out_losses(model, synthetic, image_size):
-    """`model.evaluate` on held-out scenes: each loss term, prefixed `eval/`."""
-    import tensorflow as tf
+    """`model.evaluate` on held-out pairs: each loss term, prefixed `eval/`."""
+    from keras_maeclip.evaluation.held_out import held_out_losses
 
-    scenes = _held_out(synthetic, image_size, 3000)
-    data = tf.data.Dataset.from_tensor_slices(
-        {"images": scenes["image"], "captions": scenes["caption"]}
-    ).batch(min(FLAGS.batch_size, FLAGS.eval_examples))
-    results = model.evaluate(_as_inputs(model, data, image_size), verbose=0, return_dict=True)
-    return {f"eval/{k}": float(v) for k, v in results.items()}
+    pairs = _held_out(synthetic, image_size, 3000)
+    return held_out_losses(model, pairs["image"], pairs["caption"], batch_size=FLAGS.batch_size)
 
 
 def _zero_shot_and_retrieval(model):
-    """The evaluation suite's zero-shot and retrieval on held-out synthetic scenes."""
+    """Zero-shot and retrieval on held-out synthetic scenes; retrieval only on --data."""
     from keras_maeclip.evaluation import suite
 
+    if FLAGS.data != "synthetic":
+        from keras_maeclip.evaluation.held_out import pair_retrieval
+
+        pairs = _held_out_records(_image_size(model))
+        return pair_retrieval(model, pairs["image"], pairs["caption"])
     config = suite.SuiteConfig(examples=FLAGS.eval_examples, seed=FLAGS.seed)
     return {**suite.zero_shot(model, config), **suite.retrieval(model, config)}
 
@@ -347,13 +373,22 @@ def _write_reconstructions(model, synthetic, image_size, path):
     else:
         inputs = {"images": image_converter(image_size)(raw["images"].astype("float32"))}
     pooling = f", {FLAGS.pooling} pooling" if FLAGS.pooling else ""
-    title = f"{FLAGS.model} ({FLAGS.preset}{pooling}) after {FLAGS.steps} steps, held-out synthetic scenes"
+    source = "held-out synthetic scenes" if FLAGS.data == "synthetic" else "held-out records of --data"
+    title = f"{FLAGS.model} ({FLAGS.preset}{pooling}) after {FLAGS.steps} steps, {source}"
     return save_reconstruction_grid(model, inputs, path, max_images=FLAGS.reconstructions, title=title)
 
 
 def _print_summary(results, model_name):
     n = FLAGS.eval_examples
-    if model_name in CONTRASTIVE_MODELS:
+    if FLAGS.data != "synthetic":
+        n = int(results.get("eval/pairs", n))
+        if model_name in CONTRASTIVE_MODELS:
+            print(
+                f"\nRetrieval on {n} held-out records of --data (chance R@1 {1 / n:.3f}): "
+                f"image→text R@1 {results['retrieval/image_to_text_R@1']:.3f}, "
+                f"text→image R@1 {results['retrieval/text_to_image_R@1']:.3f}"
+            )
+    elif model_name in CONTRASTIVE_MODELS:
         print(f"\nZero-shot top-1 on {n} held-out single-object synthetic images:")
         print(f"  {'task':<8} {'classes':>7} {'top-1':>7} {'chance':>7}")
         for task in ("object", "colour", "shape"):
@@ -485,6 +520,12 @@ def main(argv):
 
     if FLAGS.validate_data:
         _validate_data(model, synthetic, output_dir)
+    if FLAGS.data != "synthetic" and setup.is_chief:
+        # Read the held-out records now: too few of them stops the run before training.
+        try:
+            _held_out_records(image_size)
+        except ValueError as error:
+            raise app.UsageError(f"--eval_fraction={FLAGS.eval_fraction}: {error}") from None
     data, skips = _training_data(model, synthetic, image_size, setup)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps) * accumulation
     epochs = -(-FLAGS.steps * accumulation // steps_per_epoch)
@@ -522,6 +563,10 @@ def main(argv):
     results = {k: float(v[-1]) for k, v in history.history.items()}
     results.update({f"first_epoch/{k}": float(v[0]) for k, v in history.history.items()})
     results.update(_held_out_losses(model, synthetic, image_size))
+    if FLAGS.data != "synthetic":
+        # What evaluation ran on: the held-out records and the bad ones skipped.
+        results["eval/pairs"] = len(_held_out_records(image_size)["image"])
+        results.update({f"eval/skipped/{k}": v for k, v in _HELD_OUT_PAIRS["skips"].counts().items() if v})
     if FLAGS.model in CONTRASTIVE_MODELS:
         results.update(_zero_shot_and_retrieval(model))
     if FLAGS.model in MASKED_MODELS and FLAGS.reconstructions:

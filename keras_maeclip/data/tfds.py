@@ -232,6 +232,61 @@ def imagenet_templates():
     return _asset_lines("imagenet_templates.txt")
 
 
+# Zero-shot prompt templates per dataset (each with one "{}"), written for
+# what the images show: objects (CIFAR, Caltech), a kind of flower or pet,
+# textures, house numbers, scenes, tissue, satellite and aerial views,
+# retinas, rendered 3-D scenes and toys. ImageNet has its own file.
+_OBJECT_TEMPLATES = (
+    "a photo of a {}.", "a blurry photo of a {}.", "a low resolution photo of a {}.",
+    "a close-up photo of a {}.", "a photo of the {}.", "a picture of a small {}.",
+    "a picture of a large {}.", "a cropped photo of a {}.",
+)
+PROMPT_TEMPLATES = types.MappingProxyType({
+    "cifar10": _OBJECT_TEMPLATES,
+    "cifar100": _OBJECT_TEMPLATES,
+    "caltech101": ("a photo of a {}.", "a photo of the {}.", "a drawing of a {}.",
+                   "a painting of the {}.", "a picture showing a {}."),
+    "oxford_flowers102": ("a photo of a {}, a kind of flower.", "a close-up of {} flowers.",
+                          "a picture of a {} in bloom."),
+    "oxford_iiit_pet": ("a photo of a {}, a kind of pet.", "a picture of a {}, a pet animal.",
+                        "my pet, a {}."),
+    "dtd": ("a photo of a {} texture.", "a {} pattern.", "a close-up of a {} surface.",
+            "something with a {} texture."),
+    "svhn_cropped": ('a photo of the house number "{}".', 'the digit {} on a street sign.',
+                     'a picture of the number {}.'),
+    "sun397": ("a photo of a {}.", "a photo taken at a {}.", "a scene of a {}."),
+    "patch_camelyon": ("a microscope image of {} tissue.", "a histopathology slide of {}.",
+                       "a lymph node tissue patch showing {}."),
+    "eurosat": ("a satellite image of {}.", "a satellite view of an area of {}.",
+                "a centred satellite photo of {}."),
+    "resisc45": ("an aerial image of a {}.", "a satellite photo of a {}.",
+                 "remote sensing imagery of a {}."),
+    "diabetic_retinopathy_detection": ("a retinal fundus photo with {}.", "an eye scan showing {}."),
+    "dmlab": ("a rendered 3-D scene, {}.", "a frame of a video game: {}."),
+    "smallnorb_azimuth": ("a toy photographed from azimuth {}.", "a photo of a toy at angle {}."),
+    "smallnorb_elevation": ("a toy photographed from elevation {}.", "a photo of a toy at height {}."),
+})
+
+
+def prompt_templates(name):
+    """The zero-shot prompt templates of a supported classification dataset.
+
+    Args:
+        name: a name from `supported_datasets("classification")`.
+
+    Returns:
+        list of str, each with one `"{}"` for the class name.
+
+    Example:
+    >>> prompt_templates("oxford_iiit_pet")[0]
+    'a photo of a {}, a kind of pet.'
+    """
+    dataset_spec(name)  # a clear error for an unknown name
+    if name == "imagenet2012":
+        return imagenet_templates()
+    return list(PROMPT_TEMPLATES[name])
+
+
 # --------------------------------------------------------------------------
 # Opening prepared TFDS datasets.
 

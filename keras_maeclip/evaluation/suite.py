@@ -175,7 +175,7 @@ def zero_shot(model, config):
         data = _tfds_arrays(model, config, "test", config.examples)
         images = data["image"]
         names = tfds.class_names(name, config.data_dir)
-        tasks = {name: (data["label"], names, tfds.imagenet_templates())}
+        tasks = {name: (data["label"], names, tfds.prompt_templates(name))}
     else:
         single = held_out(config, "zero_shot", config.examples, image_size(model), max_objects=1)
         images = single["image"]

@@ -66,13 +66,21 @@ def pixel_reconstruction_loss(images, predictions, mask, patch_size, norm_pix_lo
     return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
-def token_reconstruction_loss(targets, logits, mask):
+TEXT_LOSS_REDUCTIONS = ("tokens", "captions")
+
+
+def token_reconstruction_loss(targets, logits, mask, reduction="tokens"):
     """Cross-entropy over masked tokens only.
 
     Args:
         targets: int `(batch, length)`, the original token ids.
         logits: `(batch, length, vocabulary_size)`.
         mask: `(batch, length)`, true on masked (real, non-special) tokens.
+        reduction: `"tokens"` (default): the mean over every masked token
+            of the batch, so long captions weigh more (BERT's). `"captions"`:
+            each caption's mean over its masked tokens, then the mean over
+            captions, a caption without masked tokens counting 0
+            (m3ae_public's `cross_entropy_loss_and_accuracy`).
 
     Returns:
         float32 scalar: mean cross-entropy over masked tokens (0 when none).
@@ -89,4 +97,9 @@ def token_reconstruction_loss(targets, logits, mask):
         targets, ops.cast(logits, "float32"), from_logits=True
     )
     mask = ops.cast(mask, "float32")
+    if reduction == "captions":
+        per_caption = ops.sum(per_token * mask, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
+        return ops.mean(per_caption)
+    if reduction != "tokens":
+        raise ValueError(f"Unknown reduction={reduction!r}; use one of {TEXT_LOSS_REDUCTIONS}.")
     return ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)

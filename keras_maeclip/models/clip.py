@@ -9,7 +9,7 @@ from keras_maeclip.losses import ContrastiveLoss
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip_backbone import ImageTextBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor
-from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models.pretraining_task import NO_DECAY_PARTS, PretrainingTask
 from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_METRICS = (
@@ -66,6 +66,13 @@ class CLIP(PretrainingTask):
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",
     )
     text_overrides = "text_encoder"
+    # compile(): CLIP's AdamW (Radford et al. 2021: β=(0.9, 0.98), ε=1e-6,
+    # decay 0.2). Decayed: every kernel and the token embedding table (CLIP
+    # decays "all weights that are not gains or biases"; open_clip too).
+    # Not decayed: biases, norms, the temperature, position tables, class
+    # tokens and the MAP probe (big_vision decays kernels only).
+    optimizer_defaults = PretrainingTask.optimizer_defaults
+    no_decay_parts = NO_DECAY_PARTS
 
     def __init__(
         self,

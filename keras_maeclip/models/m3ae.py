@@ -5,12 +5,13 @@ from keras import ops
 
 from keras_maeclip.layers import random_masking, text_masking
 from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
+from keras_maeclip.losses.reconstruction import TEXT_LOSS_REDUCTIONS
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor, resolve_text_mask_ids
 from keras_maeclip.models.presets import build_m3ae_parts
-from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models.pretraining_task import NO_DECAY_PARTS, PretrainingTask
 from keras_maeclip.models._preset_listing import named_presets
 
 _INPUT_KEYS = ("images", "token_ids", "padding_mask")
@@ -57,7 +58,11 @@ class M3AE(PretrainingTask):
         text_mask_ratio: float in [0, 1], defaults to `0.75` (M3AE's).
         image_loss_weight: float, defaults to `1.0` (M3AE's code).
         text_loss_weight: float, defaults to `0.1` (M3AE's code).
-        norm_pix_loss: bool, defaults to `True`.
+        norm_pix_loss: bool, defaults to `True` (MAE's target; m3ae_public
+            regresses the normalised image's raw patches: `False`).
+        text_loss_reduction: `"tokens"` (default, the mean over the batch's
+            masked tokens) or `"captions"` (per-caption mean, then the mean
+            over captions: m3ae_public's). See `token_reconstruction_loss`.
         mask_token_id: int or `None`. Id of `[MASK]`; `None` takes it from
             `text_mask_ids(preprocessor.tokenizer)` (or `text_mask_ids()`
             without a preprocessor: the `learn_vocabulary` layout).
@@ -89,9 +94,18 @@ class M3AE(PretrainingTask):
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",
-        "norm_pix_loss", "mask_token_id", "special_token_ids", "seed",
+        "norm_pix_loss", "text_loss_reduction", "mask_token_id", "special_token_ids", "seed",
     )
     text_overrides = "encoder"
+    # compile(): m3ae_public's AdamW (`m3ae_main.py`: β=(0.9, 0.95), optax's
+    # ε=1e-8, decay 0.05). Its no-decay list (`model.py`) holds the token
+    # embedding table, type embeddings, mask and class tokens and biases:
+    # so does this one, plus position tables and norms (M3AE's positions are
+    # fixed; it decays LayerNorm scales, which no other reference does).
+    optimizer_defaults = dict(
+        PretrainingTask.optimizer_defaults, weight_decay=0.05, beta_2=0.95, epsilon=1e-8
+    )
+    no_decay_parts = NO_DECAY_PARTS + ("token_embedding",)
 
     def __init__(
         self,
@@ -102,6 +116,7 @@ class M3AE(PretrainingTask):
         image_loss_weight=1.0,
         text_loss_weight=0.1,
         norm_pix_loss=True,
+        text_loss_reduction="tokens",
         mask_token_id=None,
         special_token_ids=None,
         seed=None,
@@ -124,6 +139,12 @@ class M3AE(PretrainingTask):
         self.image_loss_weight = image_loss_weight
         self.text_loss_weight = text_loss_weight
         self.norm_pix_loss = norm_pix_loss
+        if text_loss_reduction not in TEXT_LOSS_REDUCTIONS:
+            raise ValueError(
+                f"Unknown text_loss_reduction={text_loss_reduction!r}; use one of "
+                f"{TEXT_LOSS_REDUCTIONS}."
+            )
+        self.text_loss_reduction = text_loss_reduction
         self.mask_token_id = mask_token_id
         self.special_token_ids = special_token_ids
         self.seed = seed
@@ -174,7 +195,8 @@ class M3AE(PretrainingTask):
             self.norm_pix_loss,
         )
         text_loss = token_reconstruction_loss(
-            y_pred["text_targets"], y_pred["token_logits"], y_pred["text_mask"]
+            y_pred["text_targets"], y_pred["token_logits"], y_pred["text_mask"],
+            reduction=self.text_loss_reduction,
         )
         batch_size = ops.shape(y_pred["pixels"])[0]
         self.track("image_reconstruction_loss", image_loss, batch_size)
@@ -192,6 +214,7 @@ class M3AE(PretrainingTask):
                 "image_loss_weight": self.image_loss_weight,
                 "text_loss_weight": self.text_loss_weight,
                 "norm_pix_loss": self.norm_pix_loss,
+                "text_loss_reduction": self.text_loss_reduction,
                 "mask_token_id": self.mask_token_id,
                 "special_token_ids": list(self.special_token_ids),
                 "seed": self.seed,

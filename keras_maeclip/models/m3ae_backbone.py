@@ -4,13 +4,14 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_maeclip.layers import ModalityEmbedding, PatchEmbedding, SinCosPositionEncoding2D
+from keras_maeclip.layers import ModalityEmbedding, PatchEmbedding, SinCosPositionEncoding2D, sincos_1d
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 from keras_maeclip.models._preset_listing import named_presets
 
 IMAGE_MODALITY = 0
 TEXT_MODALITY = 1
+TEXT_POSITIONS = ("learned", "sincos")
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
@@ -20,7 +21,8 @@ class M3AEBackbone(keras_hub.models.Backbone):
     Images are cut into `patch_size`² patches, linearly projected and given
     the fixed 2-D sin-cos position encoding (as `ViTEncoder`); token ids are
     embedded and given a trainable 1-D position embedding (as
-    `TextEncoder`). A learned type (modality) embedding — row 0 for image
+    `TextEncoder`; `text_positions="sincos"` gives m3ae_public's fixed 1-D
+    sin-cos encoding instead). A learned type (modality) embedding — row 0 for image
     tokens, row 1 for text tokens — is added to each, the two sequences are
     concatenated (image first) and ONE stack of pre-LayerNorm transformer
     blocks plus a final LayerNorm runs over them; text padding is never
@@ -54,6 +56,9 @@ class M3AEBackbone(keras_hub.models.Backbone):
         num_channels: int. Image channels, defaults to `3`.
         dropout: float. Dropout inside the blocks, defaults to `0.0`.
         layer_norm_epsilon: float, defaults to `1e-6`.
+        text_positions: `"learned"` (default: a trainable table, as the
+            paper's BERT-style text tower) or `"sincos"` (fixed 1-D sin-cos,
+            as m3ae_public; no position variables).
         dtype: dtype policy of the layers (e.g. `"mixed_bfloat16"`).
         **kwargs: `keras_hub.models.Backbone` arguments (`name`, ...).
 
@@ -86,9 +91,14 @@ class M3AEBackbone(keras_hub.models.Backbone):
         num_channels=3,
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        text_positions="learned",
         dtype=None,
         **kwargs,
     ):
+        if text_positions not in TEXT_POSITIONS:
+            raise ValueError(
+                f"Unknown text_positions={text_positions!r}; use one of {TEXT_POSITIONS}."
+            )
         check_positive(
             image_size=image_size,
             patch_size=patch_size,
@@ -118,12 +128,15 @@ class M3AEBackbone(keras_hub.models.Backbone):
             dtype=dtype,
             name="token_embedding",
         )
-        self.text_position_embedding = keras_hub.layers.PositionEmbedding(
-            sequence_length,
-            initializer=keras.initializers.RandomNormal(stddev=0.01),
-            dtype=dtype,
-            name="text_position_embedding",
-        )
+        self.text_position_embedding = None
+        if text_positions == "learned":
+            self.text_position_embedding = keras_hub.layers.PositionEmbedding(
+                sequence_length,
+                initializer=keras.initializers.RandomNormal(stddev=0.01),
+                dtype=dtype,
+                name="text_position_embedding",
+            )
+        self.text_positions = text_positions
         self.type_embedding = ModalityEmbedding(
             num_modalities=2, dtype=dtype, name="type_embedding"
         )
@@ -179,7 +192,12 @@ class M3AEBackbone(keras_hub.models.Backbone):
     def embed_tokens(self, token_ids):
         """Token embeddings + learned positions + text type, `(batch, length, width)`."""
         x = self.token_embedding(token_ids)
-        x = x + self.text_position_embedding(x)
+        if self.text_position_embedding is not None:
+            x = x + self.text_position_embedding(x)
+        else:
+            # Positions 0..length-1 from the ids (the length may be dynamic).
+            positions = ops.cumsum(ops.ones_like(token_ids[0], dtype="float32")) - 1.0
+            x = x + ops.expand_dims(ops.cast(sincos_1d(x.shape[-1], positions), x.dtype), 0)
         return self.type_embedding(x, modality=TEXT_MODALITY)
 
     def encode_tokens(self, image_tokens, text_tokens, padding_mask=None, training=None):
@@ -229,6 +247,7 @@ class M3AEBackbone(keras_hub.models.Backbone):
                 "num_channels": self.num_channels,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "text_positions": self.text_positions,
             }
         )
         return config

@@ -49,6 +49,14 @@ class MAE(PretrainingTask):
 
     backbone_cls = ViTEncoder
     task_keys = PretrainingTask.task_keys + ("mask_ratio", "norm_pix_loss", "seed")
+    # compile(): MAE's AdamW (`main_pretrain.py`: β=(0.9, 0.95), torch's
+    # ε=1e-8, decay 0.05). Decayed: every kernel, as MAE (timm's rule: not
+    # 1-D, not a bias). Not decayed: biases, norms, position tables, the
+    # class and mask tokens and type embeddings (MAE's tokens are (1, 1, D)
+    # tensors, so timm's rule decays them; big_vision and M3AE do not).
+    optimizer_defaults = dict(
+        PretrainingTask.optimizer_defaults, weight_decay=0.05, beta_2=0.95, epsilon=1e-8
+    )
 
     def __init__(
         self,

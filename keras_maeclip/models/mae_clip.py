@@ -118,6 +118,12 @@ class MAECLIP(CLIP):
         "norm_pix_loss",
         "mask_token_id", "special_token_ids", "seed",
     )
+    # compile(): CLIP's AdamW and exclusions (inherited). The contrastive
+    # loss carries weight 1 against 0.05 / 0.1 for reconstruction and the
+    # towers are CLIP's, so the optimiser follows the dominant term's
+    # reference: β2 = 0.98 (MAE's and M3AE's 0.95 is one flag away:
+    # `compile(beta_2=0.95)`). The decoder's mask tokens, type and position
+    # embeddings are not decayed (as MAE, M3AE).
 
     def __init__(
         self,

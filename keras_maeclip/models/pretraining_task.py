@@ -9,29 +9,103 @@ from keras_maeclip.models.presets import is_directory_preset
 from keras_maeclip.models.resolution import with_image_size
 
 
+# Default warm-up when `total_steps` is given and `warmup_steps` is not: a
+# share of the run (MAE warms up for 40 of 800 epochs, 5 %).
+DEFAULT_WARMUP_FRACTION = 0.05
+
+# Fragments of variable paths left out of weight decay by every task, besides
+# biases, norms and scalars: learned tables and tokens that are added to (or
+# stand in for) inputs rather than weights of a map. See `PretrainingTask`.
+NO_DECAY_PARTS = ("position", "class_token", "mask_token", "type_embedding", "probe")
+
+
+def default_warmup_steps(total_steps):
+    """The warm-up used when only `total_steps` is given: 5 % of it, at least 1.
+
+    Example:
+    >>> default_warmup_steps(1000)
+    50
+    """
+    return max(1, int(round(DEFAULT_WARMUP_FRACTION * total_steps)))
+
+
+def learning_rate_schedule(learning_rate, warmup_steps=None, total_steps=None):
+    """Linear warm-up from 0 then cosine decay to 0 at `total_steps`.
+
+    Args:
+        learning_rate: float, the peak.
+        warmup_steps: int or `None`. `None` with `total_steps` given: 5 % of
+            `total_steps` (`default_warmup_steps`); `0`: no warm-up.
+        total_steps: int or `None`. With `None` there is nothing to decay
+            towards: constant `learning_rate` after the warm-up (if any).
+
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay`, or the float itself
+        (constant rate, no warm-up).
+
+    Example:
+    >>> schedule = learning_rate_schedule(1e-3, total_steps=100)
+    >>> [round(float(schedule(s)), 6) for s in (0, 5, 100)]
+    [0.0, 0.001, 0.0]
+
+    References: Loshchilov & Hutter 2017 (SGDR, cosine); Goyal et al. 2017
+    (warm-up); Weers et al. 2023 §4 (linear warm-up then cosine decay).
+    """
+    if warmup_steps is None:
+        warmup_steps = default_warmup_steps(total_steps) if total_steps is not None else 0
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps} must be >= 0 (0: no warm-up).")
+    if total_steps is not None and total_steps <= warmup_steps:
+        raise ValueError(
+            f"total_steps={total_steps} must exceed warmup_steps={warmup_steps}."
+        )
+    if total_steps is not None:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup_steps else learning_rate,
+            decay_steps=total_steps - warmup_steps,
+            alpha=0.0,
+            warmup_target=learning_rate if warmup_steps else None,
+            warmup_steps=warmup_steps,
+        )
+    if warmup_steps:
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0,
+            decay_steps=1,
+            alpha=1.0,
+            warmup_target=learning_rate,
+            warmup_steps=warmup_steps,
+        )
+    return learning_rate
+
+
 def default_optimizer(
     variables,
     learning_rate=5e-4,
     weight_decay=0.2,
-    warmup_steps=0,
+    warmup_steps=None,
     total_steps=None,
     beta_1=0.9,
     beta_2=0.98,
     epsilon=1e-6,
     global_clipnorm=None,
     gradient_accumulation_steps=None,
+    no_decay_parts=NO_DECAY_PARTS,
 ):
-    """AdamW with linear warm-up then cosine decay, decay on matrices only.
+    """AdamW with linear warm-up then cosine decay, decay on weight matrices only.
 
     Weight decay is not applied to biases, normalisation parameters, the
-    temperature (every variable of rank < 2), position embeddings, class and
-    mask tokens or modality type embeddings.
+    temperature (every variable of rank < 2), nor to variables whose path
+    contains one of `no_decay_parts` (by default position tables, class and
+    mask tokens, modality type embeddings and the MAP probe). The defaults
+    here are CLIP's; each task's `compile()` passes its own
+    (`PretrainingTask.optimizer_defaults`, `no_decay_parts`).
 
     Args:
         variables: the model's trainable variables (to pick the exclusions).
         learning_rate: float, peak learning rate. Defaults to `5e-4`.
         weight_decay: float, defaults to `0.2` (CLIP's).
-        warmup_steps: int, linear warm-up from 0. Defaults to `0`.
+        warmup_steps: int or `None`, linear warm-up from 0. `None`: 5 % of
+            `total_steps` when that is given, else none; `0`: none.
         total_steps: int or `None`. With a value, cosine decay to 0 at
             `total_steps`; with `None`, constant after the warm-up.
         beta_1, beta_2, epsilon: AdamW moments, defaults `0.9, 0.98, 1e-6`
@@ -45,6 +119,8 @@ def default_optimizer(
             `local_steps`; `optimizer.iterations` counts updates. The
             contrastive loss sees one micro-batch at a time: accumulation
             does not enlarge its batch of negatives.
+        no_decay_parts: strings; a variable whose path contains one is not
+            decayed. Defaults to `NO_DECAY_PARTS`.
 
     Returns:
         A `keras.optimizers.AdamW`.
@@ -57,30 +133,8 @@ def default_optimizer(
 
     References: Loshchilov & Hutter 2019 (AdamW); Radford et al. 2021 §2.5.
     """
-    if total_steps is not None and total_steps <= warmup_steps:
-        raise ValueError(
-            f"total_steps={total_steps} must exceed warmup_steps={warmup_steps}."
-        )
-    if total_steps is not None:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup_steps else learning_rate,
-            decay_steps=total_steps - warmup_steps,
-            alpha=0.0,
-            warmup_target=learning_rate if warmup_steps else None,
-            warmup_steps=warmup_steps,
-        )
-    elif warmup_steps:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0,
-            decay_steps=1,
-            alpha=1.0,
-            warmup_target=learning_rate,
-            warmup_steps=warmup_steps,
-        )
-    else:
-        schedule = learning_rate
     optimizer = keras.optimizers.AdamW(
-        learning_rate=schedule,
+        learning_rate=learning_rate_schedule(learning_rate, warmup_steps, total_steps),
         weight_decay=weight_decay,
         beta_1=beta_1,
         beta_2=beta_2,
@@ -89,25 +143,24 @@ def default_optimizer(
         gradient_accumulation_steps=gradient_accumulation_steps,
     )
     optimizer.exclude_from_weight_decay(
-        var_list=[v for v in variables if excluded_from_weight_decay(v)]
+        var_list=[v for v in variables if excluded_from_weight_decay(v, no_decay_parts)]
     )
     return optimizer
 
 
-def excluded_from_weight_decay(variable):
-    """Biases, norms, scalars, position tables, class / mask tokens, type embeddings."""
+def excluded_from_weight_decay(variable, no_decay_parts=NO_DECAY_PARTS):
+    """Whether weight decay skips `variable`.
+
+    True for biases, norms and scalars (rank < 2, or named `bias`, `gamma`,
+    `beta`) and for paths containing one of `no_decay_parts`.
+    """
     path = variable.path
     return (
         len(variable.shape) < 2
         # Attention biases are (heads, head_dim): match biases by name.
         or variable.name in ("bias", "gamma", "beta")
-        or any(part in path for part in _NO_DECAY_PARTS)
+        or any(part in path for part in no_decay_parts)
     )
-
-
-# Learned tokens and tables added to inputs, not weights of a map: as MAE and
-# M3AE, they are left out of weight decay.
-_NO_DECAY_PARTS = ("position", "class_token", "mask_token", "type_embedding")
 
 
 class PretrainingTask(keras_hub.models.Task):
@@ -129,6 +182,14 @@ class PretrainingTask(keras_hub.models.Task):
     task_keys = ("preprocessor", "compile", "name")
     # The preset override group holding the text tower's sizes, if any.
     text_overrides = None
+    # AdamW settings of `compile()` (each task follows its reference; the
+    # table "Optimiser defaults per task" in docs/design.md gives the reasons).
+    optimizer_defaults = dict(
+        learning_rate=5e-4, weight_decay=0.2, beta_1=0.9, beta_2=0.98, epsilon=1e-6
+    )
+    # Path fragments of the variables `compile()` leaves out of weight decay,
+    # besides biases, norms and scalars.
+    no_decay_parts = NO_DECAY_PARTS
 
     def __init__(self, metric_names=(), **kwargs):
         super().__init__(compile=False, **kwargs)
@@ -176,45 +237,78 @@ class PretrainingTask(keras_hub.models.Task):
     def compile(
         self,
         optimizer="auto",
-        learning_rate=5e-4,
-        weight_decay=0.2,
-        warmup_steps=0,
+        learning_rate=None,
+        weight_decay=None,
+        warmup_steps=None,
         total_steps=None,
+        beta_1=None,
+        beta_2=None,
+        epsilon=None,
         global_clipnorm=None,
         gradient_accumulation_steps=None,
+        no_decay_parts=None,
         **kwargs,
     ):
         """Configure training; `optimizer="auto"` uses `default_optimizer`.
+
+        Every AdamW argument left at `None` takes the task's class default
+        (`optimizer_defaults`, `no_decay_parts`; the table in
+        docs/design.md says what each task decays and why).
 
         Args:
             optimizer: `"auto"` or any Keras optimizer. With `"auto"`,
                 AdamW with decay exclusions and warm-up + cosine schedule
                 built from the next arguments; a user optimizer is used as
                 given.
-            learning_rate, weight_decay, warmup_steps, total_steps,
+            learning_rate, weight_decay, beta_1, beta_2, epsilon: AdamW's;
+                `None` takes `optimizer_defaults`.
+            warmup_steps: int or `None`. `None`: 5 % of `total_steps` when
+                that is given (`default_warmup_steps`), else none; `0`: no
+                warm-up.
+            total_steps: int or `None`. Given, the rate decays along a
+                cosine to 0 at this step; `None` (e.g. the constructor's
+                own `compile()`): a constant rate after the warm-up.
             global_clipnorm, gradient_accumulation_steps: see
-            `default_optimizer`.
+                `default_optimizer`.
+            no_decay_parts: strings or `None`; variables whose path holds
+                one skip weight decay (besides biases, norms, scalars).
+                `None` takes the class's `no_decay_parts`.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`).
+
+        Example:
+        >>> model = CLIP.from_preset("clip_tiny_gap", vocabulary_size=64)
+        >>> model.compile(total_steps=1000)  # warm-up 50 steps, cosine to 0
+        >>> float(model.optimizer.beta_2)
+        0.98
         """
         self._auto_compile_config = None
         if optimizer == "auto":
+            settings = dict(self.optimizer_defaults)
+            given = dict(
+                learning_rate=learning_rate, weight_decay=weight_decay,
+                beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
+            )
+            settings.update({k: v for k, v in given.items() if v is not None})
+            if warmup_steps is None and total_steps is not None:
+                warmup_steps = default_warmup_steps(total_steps)
+            parts = self.no_decay_parts if no_decay_parts is None else no_decay_parts
             self._auto_compile_config = dict(
-                learning_rate=learning_rate,
-                weight_decay=weight_decay,
+                **settings,
                 warmup_steps=warmup_steps,
                 total_steps=total_steps,
                 global_clipnorm=global_clipnorm,
                 gradient_accumulation_steps=gradient_accumulation_steps,
+                no_decay_parts=list(parts),
             )
             optimizer = default_optimizer(
                 self.trainable_variables,
-                learning_rate=learning_rate,
-                weight_decay=weight_decay,
-                warmup_steps=warmup_steps,
+                **settings,
+                warmup_steps=warmup_steps or 0,
                 total_steps=total_steps,
                 global_clipnorm=global_clipnorm,
                 gradient_accumulation_steps=gradient_accumulation_steps,
+                no_decay_parts=tuple(parts),
             )
         elif gradient_accumulation_steps is not None:
             raise ValueError(

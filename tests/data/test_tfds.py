@@ -256,3 +256,16 @@ def test_templates_have_exactly_one_placeholder():
         assert template.count("{}") == 1 and "{" not in template.replace("{}", ""), template
         assert "\t" not in template and not template.startswith("#")
     assert templates[0].format("tench") == "a photo of a tench."
+
+
+def test_every_classification_dataset_has_its_own_prompt_templates():
+    from keras_maeclip.data.tfds import imagenet_templates, prompt_templates, supported_datasets
+
+    for name in supported_datasets("classification"):
+        templates = prompt_templates(name)
+        assert templates and all(t.count("{}") == 1 for t in templates), name
+    assert prompt_templates("imagenet2012") == imagenet_templates()
+    assert prompt_templates("oxford_flowers102") != prompt_templates("eurosat")
+    assert any("flower" in t for t in prompt_templates("oxford_flowers102"))
+    with pytest.raises(ValueError, match="Unknown classification dataset"):
+        prompt_templates("mnist_typo")

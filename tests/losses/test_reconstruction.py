@@ -59,3 +59,20 @@ def test_gradients_reach_only_masked_predictions():
     value, (grad,) = gradients(lambda: pixel_reconstruction_loss(IMAGES, pred, MASK, 4), [pred])
     assert np.isfinite(value)
     assert np.all(grad[MASK == 0] == 0) and np.all(np.abs(grad[MASK == 1]).sum(-1) > 0)
+
+
+def test_per_caption_token_loss_matches_m3aes_reduction():
+    # m3ae_public: each caption's mean over its masked tokens, then the mean
+    # over captions (a caption with no masked token counts 0).
+    targets = np.array([[2, 5, 7, 0], [1, 1, 3, 0], [4, 4, 4, 4]], "int32")
+    logits = RNG.normal(size=(3, 4, 9)).astype("float32")
+    mask = np.array([[0, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]], bool)
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    ce = -np.take_along_axis(log_p, targets[..., None], -1)[..., 0]
+    per_caption = [ce[0, 1:].mean(), ce[1, 0], 0.0]
+    got = float(token_reconstruction_loss(targets, logits, mask, reduction="captions"))
+    assert got == pytest.approx(np.mean(per_caption), rel=1e-5)
+    # The token mean weighs the 3-token caption 3:1 instead.
+    assert float(token_reconstruction_loss(targets, logits, mask)) == pytest.approx(ce[mask].mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        token_reconstruction_loss(targets, logits, mask, reduction="sum")

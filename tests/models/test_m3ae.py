@@ -178,3 +178,39 @@ def test_presets_and_errors(preprocessor):
         model({**inputs, "images": np.zeros((1, 32, 32, 3), "float32")})
     with pytest.raises(ValueError, match="M3AE expects a dict"):
         model({"images": inputs["images"]})
+
+
+def numpy_sincos_1d(dim, length):
+    """m3ae_public's `get_1d_sincos_pos_embed` in NumPy."""
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2))
+    angles = np.arange(length, dtype=np.float64)[:, None] * omega[None]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+
+def test_m3ae_public_options_sincos_text_positions_and_per_caption_loss(preprocessor, tmp_path):
+    model = make_m3ae(preprocessor, encoder=dict(SMALL["encoder"], text_positions="sincos"),
+                      text_loss_reduction="captions", norm_pix_loss=False, seed=0)
+    backbone = model.backbone
+    assert backbone.text_positions == "sincos"
+    assert not any("position" in w.path for w in backbone.trainable_weights)
+    ids = batch(preprocessor, 2)["token_ids"]
+    table = to_np(backbone.token_embedding.embeddings)
+    expected = table[ids] + numpy_sincos_1d(32, ids.shape[1])[None] + to_np(type_embedding(backbone))[1]
+    np.testing.assert_allclose(to_np(backbone.embed_tokens(ids)), expected, atol=1e-5)
+    # The per-caption reduction is what compute_loss uses.
+    inputs = batch(preprocessor, 4)
+    out = model(inputs)
+    from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
+
+    text = token_reconstruction_loss(out["text_targets"], out["token_logits"], out["text_mask"],
+                                     reduction="captions")
+    image = pixel_reconstruction_loss(inputs["images"], out["pixels"], out["image_mask"], 4, False)
+    total = float(model.compute_loss(x=inputs, y_pred=out, training=False))
+    assert total == pytest.approx(float(image) + 0.1 * float(text), rel=1e-5)
+    model.save_to_preset(str(tmp_path))
+    restored = M3AE.from_preset(str(tmp_path))
+    assert restored.text_loss_reduction == "captions" and restored.backbone.text_positions == "sincos"
+    with pytest.raises(ValueError, match="text_positions"):
+        make_m3ae(preprocessor, encoder=dict(SMALL["encoder"], text_positions="rope"))
+    with pytest.raises(ValueError, match="text_loss_reduction"):
+        make_m3ae(preprocessor, text_loss_reduction="sum")

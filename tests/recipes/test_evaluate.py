@@ -72,3 +72,40 @@ def test_evaluate_recipe_refuses_an_evaluation_the_model_does_not_take(tmp_path)
     ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Unknown evaluation 'nope'" in result.stderr
+
+
+def test_evaluate_recipe_on_labelled_images_in_a_folder_per_class(tmp_path):
+    from PIL import Image
+
+    from tests.models.test_clip import make_clip
+
+    preprocessor = ImageTextPreprocessor(
+        caption_tokenizer(learn_vocabulary(list(synthetic.captions(50, image_size=16)), 100)),
+        image_converter(16), sequence_length=16,
+    )
+    make_clip(preprocessor).save_to_preset(str(tmp_path / "preset"))
+    scenes = next(synthetic.synthetic_dataset(18, seed=2, image_size=16, max_objects=1)
+                  .batch(18).as_numpy_iterator())
+    for i, (image, shape) in enumerate(zip(scenes["image"], scenes["shape"])):
+        folder = tmp_path / "shapes" / synthetic.CLASS_NAMES["shape"][shape]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (tmp_path / "shapes" / "circle" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable, os.path.join(REPO, "recipes", "evaluate.py"), f"--backend={keras.config.backend()}",
+        f"--preset={tmp_path / 'preset'}", f"--output_dir={out}", f"--labelled_data={tmp_path / 'shapes'}",
+        "--template=a photo of a {}.", "--template=a {} shape.", "--linear_probe_epochs=2",
+        "--test_fraction=0.5",
+    ]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "evaluation.json").read_text())
+    classes = metrics["labelled/shapes/classes"]
+    assert classes == len({*scenes["shape"].tolist()}) and metrics["zero_shot/shapes/chance"] == 1 / classes
+    for key in ("zero_shot/shapes/top1", "linear_probe/shapes/top1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert sum(v for k, v in metrics.items() if "/skipped/" in k) == 1  # broken.jpg, counted
+    assert not any(k.startswith(("retrieval/", "vqa/")) for k in metrics)  # only the labelled ones
+    bad = subprocess.run(cmd[:6] + ["--template=no slot"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "exactly one '{}'" in bad.stderr
