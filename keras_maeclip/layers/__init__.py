@@ -2,8 +2,10 @@
 
 from keras_maeclip.layers.class_token import ClassToken
 from keras_maeclip.layers.masking import (
+    gather_tokens,
     mask_by_scores,
     num_kept,
+    num_text_slots,
     random_masking,
     similarity_masking,
     text_masking,
@@ -24,8 +26,10 @@ __all__ = [
     "POOLING_MODES",
     "SinCosPositionEncoding2D",
     "TokenPooling",
+    "gather_tokens",
     "mask_by_scores",
     "num_kept",
+    "num_text_slots",
     "patchify",
     "random_masking",
     "sincos_1d",

@@ -4,6 +4,7 @@ import pytest
 
 from keras_maeclip.data import synthetic
 from keras_maeclip.models import MAE, M3AE, M3AEBackbone, list_presets
+from keras_maeclip.layers import num_text_slots
 from keras_maeclip.models.preprocessor import MASK_TOKEN, text_mask_ids
 from tests.backend_grad import gradients
 
@@ -49,8 +50,13 @@ def test_shared_encoder_sees_kept_patches_plus_the_whole_caption(preprocessor, m
     assert seen == [((8, 4, 32), (8, 12, 32))]
     vocabulary = preprocessor.tokenizer.vocabulary_size()
     assert out["pixels"].shape == (8, 16, 48)
-    assert out["token_logits"].shape == (8, 12, vocabulary)
-    assert set(out) == {"pixels", "image_mask", "token_logits", "text_mask", "text_targets"}
+    # The token head scores only ceil(ratio * 12) slots per caption.
+    slots = num_text_slots(12, model.text_mask_ratio)
+    assert slots < 12
+    assert out["masked_token_logits"].shape == (8, slots, vocabulary)
+    assert set(out) == {"pixels", "image_mask", "masked_token_logits", "masked_token_positions",
+                        "masked_token_targets", "masked_token_weights", "text_mask",
+                        "text_targets"}
 
 
 def test_masks_skip_padding_and_special_tokens_and_count_exactly(preprocessor, monkeypatch):
