@@ -157,6 +157,14 @@ flags.DEFINE_bool(
     "Measure this machine's fp32 and bf16 matmul peak (benchmarks/matmul_peak.py) "
     "and print each row's share of it. Default: on with --reference.",
 )
+flags.DEFINE_string(
+    "profile_dir", None,
+    "Optional: profile the timed steps with the backend's own profiler and write "
+    "the trace under PROFILE_DIR/<model>_<backend> (jax.profiler.trace, "
+    "tf.profiler.experimental, torch.profiler; TensorBoard's profile plugin reads "
+    "the first two). On torch the worker also writes the top ops by self CPU time "
+    "to ops.txt there. Profiling slows the steps: do not compare those timings.",
+)
 flags.DEFINE_bool("worker", False, "Internal: run one backend in this process.")
 flags.DEFINE_enum("backend", None, list(_BACKENDS), "Internal: the worker's backend.")
 flags.DEFINE_enum("model", "clip", list(_MODELS), "Internal: the worker's model.")
@@ -200,6 +208,59 @@ def _backend_threads(backend, n):
         return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
                 "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
     return {}  # XLA:CPU sizes its pool from the CPU affinity.
+
+
+def _make_profiler(backend, out_dir, warmup):
+    """A callback that starts the backend's profiler at the first timed step and
+    stops it when `fit` ends (keras is imported here: the worker sets the backend)."""
+    import keras
+
+    class Profiler(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == warmup:
+                self._start()
+
+        def on_train_end(self, logs=None):
+            self._stop()
+
+        def _start(self):
+            if backend == "jax":
+                import jax
+
+                jax.profiler.start_trace(out_dir)
+            elif backend == "tensorflow":
+                import tensorflow as tf
+
+                tf.profiler.experimental.start(out_dir)
+            else:
+                import torch
+
+                self._prof = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+                self._prof.__enter__()
+            self._running = True
+
+        def _stop(self):
+            if not getattr(self, "_running", False):
+                return
+            if backend == "jax":
+                import jax
+
+                jax.profiler.stop_trace()
+            elif backend == "tensorflow":
+                import tensorflow as tf
+
+                tf.profiler.experimental.stop()
+            else:
+                self._prof.__exit__(None, None, None)
+                self._prof.export_chrome_trace(os.path.join(out_dir, "trace.json"))
+                table = self._prof.key_averages(group_by_input_shape=True).table(
+                    sort_by="self_cpu_time_total", row_limit=40)
+                with open(os.path.join(out_dir, "ops.txt"), "w") as f:
+                    f.write(table)
+            self._running = False
+
+    return Profiler()
 
 
 def make_batch(batch_size, image_size, sequence_length, vocabulary_size, seed):
@@ -290,8 +351,14 @@ def run_worker(backend):
 
     timer = StepTimer()
     total = FLAGS.warmup + FLAGS.steps
+    callbacks = [timer]
+    if FLAGS.profile_dir:
+        out_dir = os.path.join(FLAGS.profile_dir, f"{FLAGS.model}_{backend}")
+        os.makedirs(out_dir, exist_ok=True)
+        callbacks.append(_make_profiler(backend, out_dir, FLAGS.warmup))
+        result["profile_dir"] = out_dir
     t_fit = time.perf_counter()
-    model.fit(data, steps_per_epoch=total, epochs=1, verbose=0, callbacks=[timer])
+    model.fit(data, steps_per_epoch=total, epochs=1, verbose=0, callbacks=callbacks)
     result["fit_s"] = time.perf_counter() - t_fit
     if len(timer.end) != total:
         raise RuntimeError(f"Recorded {len(timer.end)} steps, expected {total}.")
@@ -365,6 +432,8 @@ def _worker_command(backend, model):
         f"--dtype={FLAGS.dtype}",
         f"--seed={FLAGS.seed}",
     ]
+    if FLAGS.profile_dir:
+        args.append(f"--profile_dir={os.path.abspath(FLAGS.profile_dir)}")
     if FLAGS.threads:
         args.append(f"--threads={FLAGS.threads}")
     return args
@@ -560,6 +629,10 @@ def parent_main():
 
     jobs = [(backend, model) for backend in FLAGS.backends for model in FLAGS.models]
     if FLAGS.reference == "open_clip":
+        if FLAGS.preset != "clip_bench_small" or FLAGS.maeclip_preset != "maeclip_bench_small":
+            raise app.UsageError(
+                "--reference=open_clip builds open_clip's bench-small architecture; keep "
+                "--preset=clip_bench_small and --maeclip_preset=maeclip_bench_small.")
         if not os.path.exists(FLAGS.open_clip_python):
             raise app.UsageError(
                 f"--open_clip_python={FLAGS.open_clip_python} does not exist. Create the "
