@@ -169,7 +169,9 @@ def test_gather_tokens_equals_numpy_take_along_axis_with_its_gradient():
     out = to_np(gather_tokens(TOKENS, indices))
     np.testing.assert_array_equal(out, np.take_along_axis(TOKENS, indices[..., None], 1))
     _, (grad,) = gradients(
-        lambda: keras.ops.sum(gather_tokens(variable, indices) * weights), [variable])
+        lambda: keras.ops.sum(keras.ops.multiply(
+            gather_tokens(variable, indices), keras.ops.convert_to_tensor(weights))),
+        [variable])
     expected = np.zeros_like(TOKENS)
     for b in range(3):
         expected[b, indices[b]] += weights[b]
