@@ -17,6 +17,8 @@ def gradients(fn, variables):
         with tf.GradientTape() as tape:
             value = fn()
         grads = tape.gradient(value, [v.value for v in variables])
+        # Gathers (embeddings) give IndexedSlices: densify for NumPy.
+        grads = [tf.convert_to_tensor(g) for g in grads]
     elif backend == "torch":
         import torch
 

@@ -3,8 +3,10 @@
 from keras_maeclip.layers.class_token import ClassToken
 from keras_maeclip.layers.masking import (
     SIMILARITY_DIRECTIONS,
+    gather_tokens,
     mask_by_scores,
     num_kept,
+    num_text_slots,
     random_masking,
     similarity_masking,
     text_masking,
@@ -32,8 +34,10 @@ __all__ = [
     "SIMILARITY_DIRECTIONS",
     "SinCosPositionEncoding2D",
     "TokenPooling",
+    "gather_tokens",
     "mask_by_scores",
     "num_kept",
+    "num_text_slots",
     "patchify",
     "random_masking",
     "sincos_1d",

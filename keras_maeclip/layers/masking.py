@@ -6,6 +6,8 @@ backend. Randomness comes from `keras.random` with a seed or a
 `keras.random.SeedGenerator`.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -20,6 +22,31 @@ def num_kept(length, mask_ratio):
     if not 0.0 <= float(mask_ratio) < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1); got {mask_ratio}.")
     return max(1, int(round(length * (1.0 - float(mask_ratio)))))
+
+
+def gather_tokens(tokens, indices):
+    """`tokens[b, indices[b, i]]` for each row, as a one-hot matmul.
+
+    Equal to `take_along_axis` along axis 1, but written as
+    `one_hot(indices) @ tokens`: its backward is another small matmul where
+    a gather's is a scatter-add, which XLA on CPU runs an order of magnitude
+    slower at these shapes (and eager PyTorch somewhat slower). The product
+    is exact: each output sums one token times 1 and zeros.
+
+    Args:
+        tokens: `(batch, length, width)`.
+        indices: int `(batch, n)`, each in `[0, length)`.
+
+    Returns:
+        `(batch, n, width)` in `tokens`' dtype.
+
+    Example:
+    >>> tokens = keras.ops.reshape(keras.ops.arange(6.0), (1, 3, 2))
+    >>> keras.ops.convert_to_numpy(gather_tokens(tokens, keras.ops.array([[2, 0]]))).tolist()
+    [[[4.0, 5.0], [0.0, 1.0]]]
+    """
+    select = ops.one_hot(ops.cast(indices, "int32"), tokens.shape[1], dtype=tokens.dtype)
+    return ops.einsum("bnl,blw->bnw", select, tokens)
 
 
 def mask_by_scores(tokens, scores, keep):
@@ -44,18 +71,12 @@ def mask_by_scores(tokens, scores, keep):
     >>> keras.ops.convert_to_numpy(out["mask"]).tolist()
     [[1.0, 0.0, 1.0]]
     """
-    length = tokens.shape[1]
     ids_shuffle = ops.argsort(scores, axis=1)
     ids_restore = ops.argsort(ids_shuffle, axis=1)
     ids_keep = ids_shuffle[:, :keep]
-    index = ops.broadcast_to(
-        ops.expand_dims(ids_keep, -1), (ops.shape(tokens)[0], keep, tokens.shape[-1])
-    )
-    kept = ops.take_along_axis(tokens, index, axis=1)
-    # 0 for the first `keep` in shuffled order, 1 after; then back in order.
-    shuffled_mask = ops.cast(ops.arange(length) >= keep, tokens.dtype)
-    shuffled_mask = ops.broadcast_to(shuffled_mask[None], ops.shape(scores))
-    mask = ops.take_along_axis(shuffled_mask, ids_restore, axis=1)
+    kept = gather_tokens(tokens, ids_keep)
+    # A token is masked when its place in the shuffled order is past `keep`.
+    mask = ops.cast(ids_restore >= keep, tokens.dtype)
     return {"kept": kept, "mask": mask, "ids_keep": ids_keep, "ids_restore": ids_restore}
 
 
@@ -161,12 +182,31 @@ def similarity_masking(
     return out
 
 
+def num_text_slots(length, mask_ratio):
+    """Static upper bound on the tokens `text_masking` masks in a row of `length`.
+
+    `text_masking` masks `round(ratio · n)` of a row's `n ≤ length` eligible
+    tokens, a count known only at run time; `ceil(ratio · length)` (at most
+    `length`, at least 1 so that shapes never go empty) bounds it, so the
+    masked positions fit a fixed number of slots.
+
+    Example:
+    >>> num_text_slots(32, 0.15)
+    5
+    """
+    if not 0.0 <= float(mask_ratio) <= 1.0:
+        raise ValueError(f"mask_ratio must be in [0, 1]; got {mask_ratio}.")
+    return max(1, min(int(length), int(math.ceil(int(length) * float(mask_ratio)))))
+
+
 def text_masking(token_ids, padding_mask, mask_ratio, mask_token_id, special_token_ids=(), seed=None):
     """Replace a share of the real, non-special tokens with `[MASK]`.
 
     Per caption, `round(ratio * n)` of its `n` eligible tokens (inside the
     padding mask and not special) are chosen uniformly at random. Shapes stay
-    static: the result is a boolean map, not a gathered subset.
+    static: the result is a boolean map, plus the masked positions gathered
+    into `num_text_slots(length, ratio)` slots per row with a validity
+    weight, so a token head can score only the masked positions.
 
     Args:
         token_ids: int `(batch, length)`.
@@ -177,19 +217,27 @@ def text_masking(token_ids, padding_mask, mask_ratio, mask_token_id, special_tok
         seed: int, `keras.random.SeedGenerator` or `None`.
 
     Returns:
-        dict with `token_ids` (masked input), `mask` (bool, 1 = masked) and
-        `targets` (the original ids).
+        dict with `token_ids` (masked input), `mask` (bool, 1 = masked),
+        `targets` (the original ids), and per slot: `positions` int32
+        `(batch, slots)` (a masked position, in random order; slots past the
+        row's count hold unmasked positions), `slot_targets` `(batch, slots)`
+        (the original ids there) and `slot_weights` float32 `(batch, slots)`
+        (1 on slots holding a masked token, else 0).
 
     Example:
     >>> ids = keras.ops.array([[2, 10, 11, 12, 3, 0]])
     >>> out = text_masking(ids, ids != 0, 0.5, 4, special_token_ids=(2, 3), seed=1)
     >>> int(keras.ops.sum(keras.ops.cast(out["mask"], "int32")))
     2
+    >>> out["positions"].shape  # ceil(0.5 * 6) slots
+    (1, 3)
 
     References: Devlin et al. 2019 (BERT) §3.1; M3AE `model.py`.
     """
     if not 0.0 <= float(mask_ratio) <= 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1]; got {mask_ratio}.")
+    length = token_ids.shape[1]
+    slots = num_text_slots(length, mask_ratio)
     eligible = ops.cast(padding_mask, "bool")
     for special in special_token_ids:
         eligible = ops.logical_and(eligible, ops.not_equal(token_ids, special))
@@ -197,7 +245,17 @@ def text_masking(token_ids, padding_mask, mask_ratio, mask_token_id, special_tok
     to_mask = ops.round(count * float(mask_ratio))
     noise = keras.random.uniform(ops.shape(token_ids), seed=seed)
     noise = ops.where(eligible, noise, 2.0)  # ineligible positions rank last
-    rank = ops.cast(ops.argsort(ops.argsort(noise, axis=1), axis=1), "float32")
-    mask = ops.logical_and(eligible, rank < to_mask[:, None])
+    # The `slots` lowest-noise positions, in noise order: the first `to_mask`
+    # of them are the masked ones (ineligible ones rank after all eligible).
+    _, positions = ops.top_k(-noise, k=slots, sorted=True)
+    positions = ops.cast(positions, "int32")
+    slot_weights = ops.cast(
+        ops.arange(slots, dtype="float32")[None, :] < to_mask[:, None], "float32"
+    )
+    # The bool map by scattering the valid slots (a one-hot sum: no second sort).
+    hits = ops.one_hot(positions, length, dtype="float32") * slot_weights[:, :, None]
+    mask = ops.logical_and(eligible, ops.sum(hits, axis=1) > 0.5)
     masked_ids = ops.where(mask, ops.cast(mask_token_id, token_ids.dtype), token_ids)
-    return {"token_ids": masked_ids, "mask": mask, "targets": token_ids}
+    slot_targets = ops.take_along_axis(token_ids, ops.cast(positions, token_ids.dtype), axis=1)
+    return {"token_ids": masked_ids, "mask": mask, "targets": token_ids,
+            "positions": positions, "slot_targets": slot_targets, "slot_weights": slot_weights}

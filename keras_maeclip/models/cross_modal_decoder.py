@@ -4,6 +4,7 @@ import keras
 import keras_hub
 from keras import ops
 
+from keras_maeclip.layers.masking import gather_tokens
 from keras_maeclip.layers.position import SinCosPositionEncoding2D
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
@@ -45,10 +46,16 @@ class CrossModalDecoder(keras.layers.Layer):
         text_tokens: optional `(batch, length, text_width)` encoded tokens.
         text_mask: optional bool `(batch, length)`, true where masked.
         padding_mask: optional `(batch, length)`, 1 on real tokens.
+        text_positions: optional int `(batch, slots)`: score only these
+            text positions (e.g. `text_masking`'s `positions`, the masked
+            ones). The token head is the decoder's largest matmul
+            (`vocabulary_size` wide); a masked-token loss needs only the
+            masked positions. `None` scores every position.
 
     Returns:
         dict with `pixels` `(batch, num_patches, p²·C)` and, with text,
-        `token_logits` `(batch, length, vocabulary_size)` (float32).
+        `token_logits` (float32): `(batch, length, vocabulary_size)`, or
+        `(batch, slots, vocabulary_size)` at `text_positions` when given.
 
     Example:
     >>> decoder = CrossModalDecoder(num_patches=16, patch_size=4, hidden_dim=32,
@@ -123,7 +130,7 @@ class CrossModalDecoder(keras.layers.Layer):
             self.token_head = keras.layers.Dense(vocabulary_size, name="token_head", **dense)
 
     def build(self, image_tokens_shape, ids_restore_shape=None, text_tokens_shape=None,
-              text_mask_shape=None, padding_mask_shape=None):
+              text_mask_shape=None, padding_mask_shape=None, text_positions_shape=None):
         init = keras.initializers.RandomNormal(stddev=0.02)
         self.image_mask_token = self.add_weight(
             name="image_mask_token", shape=(1, 1, self.hidden_dim), initializer=init)
@@ -148,16 +155,19 @@ class CrossModalDecoder(keras.layers.Layer):
     def assemble_image_tokens(self, image_tokens, ids_restore):
         """Projected kept tokens + mask tokens, in patch order, with positions."""
         x = self.image_projection(image_tokens)
-        batch = ops.shape(x)[0]
-        missing = self.num_patches - x.shape[1]
-        fill = ops.broadcast_to(
-            ops.cast(self.image_mask_token, x.dtype), (batch, missing, self.hidden_dim))
-        x = ops.concatenate([x, fill], axis=1)
-        index = ops.broadcast_to(ops.expand_dims(ids_restore, -1), ops.shape(x))
-        x = ops.take_along_axis(x, index, axis=1)
+        kept = x.shape[1]
+        ids_restore = ops.cast(ids_restore, "int32")
+        # Patch l holds kept token ids_restore[l] when that is < kept, else the
+        # mask token. The scatter back into patch order is a one-hot matmul
+        # (see `gather_tokens`): a gather's backward is slow on XLA CPU.
+        select = ops.one_hot(ids_restore, self.num_patches, dtype=x.dtype)[:, :, :kept]
+        x = ops.einsum("blk,bkw->blw", select, x)
+        masked = ops.cast(ids_restore >= kept, x.dtype)[:, :, None]
+        x = x + masked * ops.cast(self.image_mask_token, x.dtype)
         return self.position_encoding(x) + ops.cast(self.type_embedding[0], x.dtype)
 
-    def call(self, image_tokens, ids_restore, text_tokens=None, text_mask=None, padding_mask=None):
+    def call(self, image_tokens, ids_restore, text_tokens=None, text_mask=None, padding_mask=None,
+             text_positions=None):
         x = self.assemble_image_tokens(image_tokens, ids_restore)
         batch = ops.shape(x)[0]
         sequence, mask = x, None
@@ -178,8 +188,10 @@ class CrossModalDecoder(keras.layers.Layer):
         sequence = self.final_norm(sequence)
         out = {"pixels": ops.cast(self.pixel_head(sequence[:, : self.num_patches]), "float32")}
         if text_tokens is not None:
-            out["token_logits"] = ops.cast(
-                self.token_head(sequence[:, self.num_patches :]), "float32")
+            text_out = sequence[:, self.num_patches :]
+            if text_positions is not None:
+                text_out = gather_tokens(text_out, text_positions)
+            out["token_logits"] = ops.cast(self.token_head(text_out), "float32")
         return out
 
     def get_config(self):

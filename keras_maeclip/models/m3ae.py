@@ -47,8 +47,13 @@ class M3AE(PretrainingTask):
     batches, or raw `{"images", "captions"}` ones when an `ImageTextPreprocessor`
     is set. Calling the model returns `{"pixels": (batch, patches, p²·C)
     predictions (normalised per patch when `norm_pix_loss`), "image_mask":
-    float32, 1 = masked, "token_logits": (batch, length, vocabulary),
-    "text_mask": bool, true = masked, "text_targets": the original ids}`.
+    float32, 1 = masked, "text_mask": bool, true = masked, "text_targets":
+    the original ids}` and the token head's output at the masked positions
+    only (`slots = num_text_slots(length, text_mask_ratio)`):
+    `"masked_token_logits": (batch, slots, vocabulary)` with
+    `"masked_token_positions"`, `"masked_token_targets"` and
+    `"masked_token_weights"` `(batch, slots)` (1 on slots holding a masked
+    token).
 
     Args:
         backbone: an `M3AEBackbone`.
@@ -174,12 +179,16 @@ class M3AE(PretrainingTask):
             training=training,
         )
         out = self.decoder(
-            image_tokens, image["ids_restore"], text_tokens, text["mask"], padding_mask
+            image_tokens, image["ids_restore"], text_tokens, text["mask"], padding_mask,
+            text_positions=text["positions"],
         )
         return {
             "pixels": out["pixels"],
             "image_mask": ops.cast(image["mask"], "float32"),
-            "token_logits": out["token_logits"],
+            "masked_token_logits": out["token_logits"],
+            "masked_token_positions": text["positions"],
+            "masked_token_targets": text["slot_targets"],
+            "masked_token_weights": text["slot_weights"],
             "text_mask": text["mask"],
             "text_targets": text["targets"],
         }
@@ -195,8 +204,8 @@ class M3AE(PretrainingTask):
             self.norm_pix_loss,
         )
         text_loss = token_reconstruction_loss(
-            y_pred["text_targets"], y_pred["token_logits"], y_pred["text_mask"],
-            reduction=self.text_loss_reduction,
+            y_pred["masked_token_targets"], y_pred["masked_token_logits"],
+            y_pred["masked_token_weights"], reduction=self.text_loss_reduction,
         )
         batch_size = ops.shape(y_pred["pixels"])[0]
         self.track("image_reconstruction_loss", image_loss, batch_size)

@@ -69,8 +69,13 @@ class MAECLIP(CLIP):
       and the decoder fills in the background.
 
     Calling the model returns `image_embeddings`, `text_embeddings`,
-    `pixels`, `image_mask` (1 = masked), `token_logits`, `text_mask` and
-    `text_targets`.
+    `pixels`, `image_mask` (1 = masked), `text_mask` and `text_targets`
+    `(batch, length)`, and the token head's output at the masked positions
+    only (the vocabulary-wide head is the decoder's largest matmul):
+    `masked_token_logits` `(batch, slots, vocabulary_size)` with
+    `masked_token_positions`, `masked_token_targets` and
+    `masked_token_weights` `(batch, slots)` (1 on slots holding a masked
+    token), `slots = num_text_slots(length, text_mask_ratio)`.
 
     Args:
         backbone: an `ImageTextBackbone`.
@@ -235,13 +240,17 @@ class MAECLIP(CLIP):
             text_tokens=text_tokens,
             text_mask=text["mask"],
             padding_mask=padding_mask,
+            text_positions=text["positions"],
         )
         return {
             "image_embeddings": image_embeddings,
             "text_embeddings": text_embeddings,
             "pixels": decoded["pixels"],
             "image_mask": masked["mask"],
-            "token_logits": decoded["token_logits"],
+            "masked_token_logits": decoded["token_logits"],
+            "masked_token_positions": text["positions"],
+            "masked_token_targets": text["slot_targets"],
+            "masked_token_weights": text["slot_weights"],
             "text_mask": text["mask"],
             "text_targets": text["targets"],
         }
@@ -256,7 +265,8 @@ class MAECLIP(CLIP):
             x["images"], y_pred["pixels"], y_pred["image_mask"], self.patch_size, self.norm_pix_loss
         )
         text = token_reconstruction_loss(
-            y_pred["text_targets"], y_pred["token_logits"], y_pred["text_mask"]
+            y_pred["masked_token_targets"], y_pred["masked_token_logits"],
+            y_pred["masked_token_weights"],
         )
         batch_size = ops.shape(y_pred["pixels"])[0]
         self.track("image_reconstruction_loss", image, batch_size)

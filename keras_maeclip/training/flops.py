@@ -131,8 +131,9 @@ def flop_count(model, batch_size=None, sequence_length=None):
       the masked view an extra forward-only pass over all patches, plus (in
       both views) the forward-only projection of every patch token and its
       similarity to the caption; then the cross-modal decoder (input
-      projections, blocks over all patches + text tokens, pixel and
-      vocabulary heads) and the logits.
+      projections, blocks over all patches + text tokens, the pixel head,
+      and the vocabulary head at the masked-token slots only,
+      `num_text_slots(length, text_mask_ratio)`) and the logits.
     - `M3AE`: patch embedding, one shared tower over the kept patches and
       the text tokens, the decoder as above.
     - `MAE`: patch embedding, the encoder over the kept patches
@@ -182,7 +183,8 @@ def flop_count(model, batch_size=None, sequence_length=None):
         grad["shared_tower"] = _tower_flops(
             kept + length, backbone.hidden_dim, backbone.num_layers, backbone.mlp_ratio
         )
-        grad.update(_decoder_parts(decoder, kept, backbone.hidden_dim, length, backbone.hidden_dim))
+        grad.update(_decoder_parts(decoder, kept, backbone.hidden_dim, length, backbone.hidden_dim,
+                                   model.text_mask_ratio))
         return FlopCount(grad, no_grad)
     if not isinstance(model, CLIP):
         raise ValueError(
@@ -236,7 +238,8 @@ def flop_count(model, batch_size=None, sequence_length=None):
         grad["image_pooling"] = _pooling_flops(
             backbone.image_pooler, pooled(contrastive_tokens), image.hidden_dim
         )
-        grad.update(_decoder_parts(model.decoder, kept, image.hidden_dim, length, text.hidden_dim))
+        grad.update(_decoder_parts(model.decoder, kept, image.hidden_dim, length, text.hidden_dim,
+                                   model.text_mask_ratio))
     else:
         grad["image_tower"] = full_pass()
         grad["image_pooling"] = _pooling_flops(
@@ -247,8 +250,12 @@ def flop_count(model, batch_size=None, sequence_length=None):
     return FlopCount(grad, no_grad)
 
 
-def _decoder_parts(decoder, kept, image_width, length, text_width):
-    """A `CrossModalDecoder`'s forward FLOPs per sample, by part."""
+def _decoder_parts(decoder, kept, image_width, length, text_width, text_mask_ratio=None):
+    """A `CrossModalDecoder`'s forward FLOPs per sample, by part.
+
+    The token head runs at the `num_text_slots(length, text_mask_ratio)`
+    masked-token slots only (the models pass `text_positions`).
+    """
     width = decoder.hidden_dim
     parts = {"decoder_image_projection": dense_flops(kept, image_width, width)}
     tokens = decoder.num_patches
@@ -259,7 +266,10 @@ def _decoder_parts(decoder, kept, image_width, length, text_width):
     pixels = decoder.patch_size * decoder.patch_size * decoder.num_channels
     parts["pixel_head"] = dense_flops(decoder.num_patches, width, pixels)
     if length is not None:
-        parts["token_head"] = dense_flops(length, width, decoder.vocabulary_size)
+        from keras_maeclip.layers.masking import num_text_slots
+
+        slots = num_text_slots(length, text_mask_ratio)
+        parts["token_head"] = dense_flops(slots, width, decoder.vocabulary_size)
     return parts
 
 

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from keras_maeclip.layers import (
+    gather_tokens,
     mask_by_scores,
     num_kept,
+    num_text_slots,
     random_masking,
     similarity_masking,
     text_masking,
@@ -164,3 +166,58 @@ def test_text_masking_never_touches_padding_or_special_tokens():
         np.testing.assert_array_equal(masked_ids[mask], mask_id)
         np.testing.assert_array_equal(masked_ids[~mask], ids[~mask])
         np.testing.assert_array_equal(to_np(out["targets"]), ids)
+
+
+def test_text_masking_slots_hold_exactly_the_masked_positions():
+    cls, sep, mask_id = 2, 3, 4
+    rng = np.random.default_rng(0)
+    lengths = np.array([12, 4, 2, 9, 12, 7])
+    ids = rng.integers(10, 50, (6, 12)).astype("int32")
+    ids[:, 0] = cls
+    ids[np.arange(6), lengths - 1] = sep
+    ids[np.arange(12)[None] >= lengths[:, None]] = 0
+    padding = (ids != 0).astype("int32")
+    for ratio in (0.15, 0.5, 1.0):
+        slots = num_text_slots(12, ratio)
+        for seed in range(3):
+            out = text_masking(ids, padding, ratio, mask_id, special_token_ids=(cls, sep), seed=seed)
+            mask = to_np(out["mask"]).astype(bool)
+            positions, weights = to_np(out["positions"]), to_np(out["slot_weights"])
+            assert positions.shape == weights.shape == (6, slots)
+            assert set(np.unique(weights)) <= {0.0, 1.0}
+            for b in range(6):
+                valid = positions[b][weights[b] == 1]
+                # Each masked position once, and nothing else.
+                assert sorted(valid) == list(np.flatnonzero(mask[b])), (ratio, seed, b)
+            np.testing.assert_array_equal(
+                to_np(out["slot_targets"]), np.take_along_axis(ids, positions, 1))
+
+
+def test_num_text_slots_bounds_every_row_count():
+    for length in (1, 7, 12, 32, 77):
+        for ratio in (0.0, 0.1, 0.15, 0.25, 0.5, 0.75, 0.999, 1.0):
+            slots = num_text_slots(length, ratio)
+            counts = np.round(np.arange(length + 1, dtype="float32") * np.float32(ratio))
+            assert 1 <= slots <= length and counts.max() <= slots, (length, ratio)
+    assert num_text_slots(32, 0.15) == 5
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \[0, 1\]"):
+        num_text_slots(12, 1.5)
+
+
+def test_gather_tokens_equals_numpy_take_along_axis_with_its_gradient():
+    from tests.backend_grad import gradients
+
+    rng = np.random.default_rng(4)
+    indices = np.stack([rng.permutation(16)[:5] for _ in range(3)]).astype("int32")
+    weights = rng.normal(size=(3, 5, 4)).astype("float32")
+    variable = keras.Variable(TOKENS)
+    out = to_np(gather_tokens(TOKENS, indices))
+    np.testing.assert_array_equal(out, np.take_along_axis(TOKENS, indices[..., None], 1))
+    _, (grad,) = gradients(
+        lambda: keras.ops.sum(keras.ops.multiply(
+            gather_tokens(variable, indices), keras.ops.convert_to_tensor(weights))),
+        [variable])
+    expected = np.zeros_like(TOKENS)
+    for b in range(3):
+        expected[b, indices[b]] += weights[b]
+    np.testing.assert_allclose(grad, expected, atol=1e-6)

@@ -2,7 +2,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_maeclip.layers import random_masking, sincos_2d
+from tests.backend_grad import gradients
+
+from keras_maeclip.layers import random_masking, sincos_2d, text_masking
+from keras_maeclip.losses import token_reconstruction_loss
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 
 
@@ -67,3 +70,41 @@ def test_config_round_trip():
     layer = decoder()
     clone = CrossModalDecoder.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
+
+
+def test_masked_position_head_matches_the_full_head_in_loss_and_gradients():
+    # The token head run only at the masked slots must give the loss (and
+    # every decoder gradient) of the full head restricted to masked tokens.
+    layer = decoder()
+    ids = np.random.default_rng(2).integers(5, 30, (2, 8)).astype("int32") * PADDING
+    text = text_masking(ids, PADDING, 0.5, 1, seed=3)
+    masked = random_masking(TOKENS, 0.75, seed=0)
+    args = (masked["kept"], masked["ids_restore"], TEXT, text["mask"], PADDING)
+    full = to_np(layer(*args)["token_logits"])
+    slots = to_np(layer(*args, text_positions=text["positions"])["token_logits"])
+    positions = to_np(text["positions"])
+    assert slots.shape == (2, 4, 30)  # ceil(0.5 * 8) slots
+    np.testing.assert_allclose(slots, np.take_along_axis(full, positions[..., None], 1), atol=1e-5)
+
+    def full_loss():
+        logits = layer(*args)["token_logits"]
+        return token_reconstruction_loss(ids, logits, text["mask"])
+
+    def slot_loss():
+        logits = layer(*args, text_positions=text["positions"])["token_logits"]
+        return token_reconstruction_loss(text["slot_targets"], logits, text["slot_weights"])
+
+    # Everything but the pixel head feeds the token logits.
+    variables = [v for v in layer.trainable_variables if "pixel_head" not in v.path]
+    value_full, grads_full = gradients(full_loss, variables)
+    value_slot, grads_slot = gradients(slot_loss, variables)
+    # NumPy reference of the loss from the full logits on the masked tokens.
+    mask = to_np(text["mask"]).astype(bool)
+    log_probs = full - np.log(np.exp(full - full.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
+        - full.max(-1, keepdims=True)
+    nll = -np.take_along_axis(log_probs, ids[..., None], -1)[..., 0]
+    assert value_slot == pytest.approx(nll[mask].mean(), rel=1e-5)
+    assert value_slot == pytest.approx(value_full, rel=1e-6)
+    for v, a, b in zip(variables, grads_full, grads_slot):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=v.path)
+    assert any(np.abs(g).max() > 0 for g in grads_slot)

@@ -4,6 +4,7 @@ import pytest
 
 from keras_maeclip.data import synthetic
 from keras_maeclip.models import MAE, M3AE, M3AEBackbone, list_presets
+from keras_maeclip.layers import num_text_slots
 from keras_maeclip.models.preprocessor import MASK_TOKEN, text_mask_ids
 from tests.backend_grad import gradients
 
@@ -49,8 +50,13 @@ def test_shared_encoder_sees_kept_patches_plus_the_whole_caption(preprocessor, m
     assert seen == [((8, 4, 32), (8, 12, 32))]
     vocabulary = preprocessor.tokenizer.vocabulary_size()
     assert out["pixels"].shape == (8, 16, 48)
-    assert out["token_logits"].shape == (8, 12, vocabulary)
-    assert set(out) == {"pixels", "image_mask", "token_logits", "text_mask", "text_targets"}
+    # The token head scores only ceil(ratio * 12) slots per caption.
+    slots = num_text_slots(12, model.text_mask_ratio)
+    assert slots < 12
+    assert out["masked_token_logits"].shape == (8, slots, vocabulary)
+    assert set(out) == {"pixels", "image_mask", "masked_token_logits", "masked_token_positions",
+                        "masked_token_targets", "masked_token_weights", "text_mask",
+                        "text_targets"}
 
 
 def test_masks_skip_padding_and_special_tokens_and_count_exactly(preprocessor, monkeypatch):
@@ -202,8 +208,8 @@ def test_m3ae_public_options_sincos_text_positions_and_per_caption_loss(preproce
     out = model(inputs)
     from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
 
-    text = token_reconstruction_loss(out["text_targets"], out["token_logits"], out["text_mask"],
-                                     reduction="captions")
+    text = token_reconstruction_loss(out["masked_token_targets"], out["masked_token_logits"],
+                                     out["masked_token_weights"], reduction="captions")
     image = pixel_reconstruction_loss(inputs["images"], out["pixels"], out["image_mask"], 4, False)
     total = float(model.compute_loss(x=inputs, y_pred=out, training=False))
     assert total == pytest.approx(float(image) + 0.1 * float(text), rel=1e-5)

@@ -34,7 +34,9 @@ def test_masked_view_encodes_only_the_kept_patches(preprocessor, monkeypatch):
     out = model(preprocessor(raw_batch(4)))
     assert seen == [(4, 4, 32)]  # 16 patches, 75 % masked: one pass over 4
     assert out["pixels"].shape == (4, 16, 48)
-    assert out["token_logits"].shape == (4, 12, model.backbone.text_encoder.vocabulary_size)
+    # The token head scores ceil(0.15 * 12) = 2 slots per caption, not all 12.
+    assert out["masked_token_logits"].shape == (4, 2, model.backbone.text_encoder.vocabulary_size)
+    assert "token_logits" not in out
     assert out["image_embeddings"].shape == out["text_embeddings"].shape == (4, 16)
     np.testing.assert_array_equal(to_np(out["image_mask"]).sum(1), [12] * 4)
 
@@ -82,12 +84,19 @@ def test_loss_is_the_weighted_sum_of_numpy_terms(preprocessor):
     image_mask = to_np(y_pred["image_mask"])
     image = (per_patch * image_mask).sum() / image_mask.sum()
     # Cross-entropy over masked tokens.
-    logits = to_np(y_pred["token_logits"]).astype("float64")
+    # Cross-entropy over masked tokens: the slots hold exactly the masked
+    # positions (valid ones), with the original ids as targets.
+    logits = to_np(y_pred["masked_token_logits"]).astype("float64")
     log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
-    targets = to_np(y_pred["text_targets"])
-    nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    positions = to_np(y_pred["masked_token_positions"])
+    valid = to_np(y_pred["masked_token_weights"]).astype(bool)
     text_mask = to_np(y_pred["text_mask"]).astype(bool)
-    text = nll[text_mask].mean()
+    targets = np.take_along_axis(to_np(y_pred["text_targets"]), positions, 1)
+    np.testing.assert_array_equal(to_np(y_pred["masked_token_targets"])[valid], targets[valid])
+    for b in range(8):
+        assert sorted(positions[b][valid[b]]) == list(np.flatnonzero(text_mask[b]))
+    nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
+    text = nll[valid].mean()
     assert loss == pytest.approx(contrastive + 0.3 * image + 0.7 * text, rel=1e-4)
 
 

@@ -115,7 +115,8 @@ def test_maeclip_counts_each_pass(preprocessor, view, masking):
         + mm(12, 32, 16)  # text tokens → decoder width
         + block(16 + 12, 16)  # one block over all patches + text tokens
         + mm(16, 16, 48)  # pixel head
-        + mm(12, 16, model.decoder.vocabulary_size)  # token head
+        # token head at the masked slots only: ceil(0.15 * 12) = 2 of 12
+        + mm(2, 16, model.decoder.vocabulary_size)
     )
     grad += decoder
     no_grad = 0
@@ -142,7 +143,7 @@ def test_m3ae_and_mae_match_a_hand_count():
         + block(kept + 12, 32)  # one shared block over kept patches + text
         + mm(kept, 32, 16) + mm(12, 32, 16)
         + block(16 + 12, 16)
-        + mm(16, 16, 48) + mm(12, 16, 100)
+        + mm(16, 16, 48) + mm(9, 16, 100)  # token head: ceil(0.75 * 12) = 9 slots
     )
     assert flop_count(m3ae).forward == forward
     assert analytic_flops_per_sample(m3ae) == 3 * forward
