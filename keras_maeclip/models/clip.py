@@ -6,7 +6,13 @@ import keras
 from keras import ops
 
 from keras_maeclip.losses import ContrastiveLoss
-from keras_maeclip.models._validation import check_images
+from keras_maeclip.models._validation import (
+    check_images,
+    check_logit_scale,
+    check_part,
+    check_token_ids,
+    check_tokenizer_fits,
+)
 from keras_maeclip.models.clip_backbone import CLIPBackbone
 from keras_maeclip.models.preprocessor import CLIPPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
@@ -76,6 +82,10 @@ class CLIP(PretrainingTask):
         compile=True,
         **kwargs,
     ):
+        check_part(type(self).__name__, "backbone", backbone, CLIPBackbone)
+        check_part(type(self).__name__, "preprocessor", preprocessor, keras.layers.Layer)
+        check_tokenizer_fits(preprocessor, backbone.text_encoder.vocabulary_size, type(self).__name__)
+        check_logit_scale(init_logit_scale, max_logit_scale)
         kwargs.setdefault("metric_names", CONTRASTIVE_METRICS)
         super().__init__(**kwargs)
         self.backbone = backbone
@@ -97,6 +107,7 @@ class CLIP(PretrainingTask):
     def call(self, inputs, training=False):
         encoder = self.backbone.image_encoder
         check_images(inputs["images"], encoder.image_size, encoder.num_channels)
+        check_token_ids(inputs["token_ids"], self.backbone.text_encoder.vocabulary_size)
         return self.backbone(
             {
                 "images": inputs["images"],
