@@ -78,7 +78,10 @@ def check_tokenizer_fits(preprocessor, vocabulary_size, owner):
     tokenizer = getattr(preprocessor, "tokenizer", None)
     if tokenizer is None or not hasattr(tokenizer, "vocabulary_size"):
         return
-    size = int(tokenizer.vocabulary_size())
+    try:
+        size = int(tokenizer.vocabulary_size())
+    except ValueError:
+        return  # loading a preset: the vocabulary (an asset) is set after construction
     if size > int(vocabulary_size):
         raise ValueError(
             f"The preprocessor's tokenizer has {size} tokens but {owner}'s text tower has "
