@@ -165,7 +165,8 @@ def _check_run_flags():
     for name in ("steps", "steps_per_epoch", "batch_size", "train_examples"):
         if getattr(FLAGS, name) < 1:
             problems.append(f"--{name}={getattr(FLAGS, name)} must be >= 1")
-    if FLAGS.warmup_steps < 0 or FLAGS.warmup_steps >= FLAGS.steps:
+    warmup = FLAGS.warmup_steps
+    if isinstance(warmup, int) and (warmup < 0 or warmup >= FLAGS.steps):
         problems.append(
             f"--steps={FLAGS.steps} must exceed --warmup_steps={FLAGS.warmup_steps} (the linear warm-up); "
             "lower --warmup_steps or raise --steps"
