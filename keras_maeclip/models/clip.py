@@ -13,9 +13,10 @@ from keras_maeclip.models._validation import (
     check_token_ids,
     check_tokenizer_fits,
 )
-from keras_maeclip.models.clip_backbone import CLIPBackbone
-from keras_maeclip.models.preprocessor import CLIPPreprocessor
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
+from keras_maeclip.models.preprocessor import ImageTextPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_METRICS = (
     "contrastive_loss",
@@ -30,7 +31,7 @@ CONTRASTIVE_METRICS = (
 class CLIP(PretrainingTask):
     """Contrastive language–image pretraining (keras-hub `Task`).
 
-    A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
+    A `ImageTextBackbone` (two towers, pooling, bias-free projections) plus the
     symmetric InfoNCE loss with a learned temperature. `fit` trains it
     through the `compute_loss` override on every backend; the logs report
     `loss` (total), `contrastive_loss`, `logit_scale`, `uses_local_negatives`
@@ -38,8 +39,8 @@ class CLIP(PretrainingTask):
     top-1 `image_to_text_accuracy` / `text_to_image_accuracy`.
 
     Args:
-        backbone: a `CLIPBackbone`.
-        preprocessor: a `CLIPPreprocessor` or `None`. With one, `fit` accepts
+        backbone: an `ImageTextBackbone`.
+        preprocessor: an `ImageTextPreprocessor` or `None`. With one, `fit` accepts
             raw `{"images", "captions"}` batches.
         negatives: `"global"` (all pairs in the batch) or `"local"`
             (negatives only inside blocks of `local_batch_size`). Defaults
@@ -62,8 +63,10 @@ class CLIP(PretrainingTask):
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3.
     """
 
-    backbone_cls = CLIPBackbone
-    preprocessor_cls = CLIPPreprocessor
+    presets = named_presets("CLIP_PRESETS")
+
+    backbone_cls = ImageTextBackbone
+    preprocessor_cls = ImageTextPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",
@@ -82,9 +85,11 @@ class CLIP(PretrainingTask):
         compile=True,
         **kwargs,
     ):
-        check_part(type(self).__name__, "backbone", backbone, CLIPBackbone)
+        check_part(type(self).__name__, "backbone", backbone, ImageTextBackbone)
         check_part(type(self).__name__, "preprocessor", preprocessor, keras.layers.Layer)
-        check_tokenizer_fits(preprocessor, backbone.text_encoder.vocabulary_size, type(self).__name__)
+        vocabulary_size = getattr(backbone.text_encoder, "vocabulary_size", None)
+        if vocabulary_size is not None:
+            check_tokenizer_fits(preprocessor, vocabulary_size, type(self).__name__)
         check_logit_scale(init_logit_scale, max_logit_scale)
         kwargs.setdefault("metric_names", CONTRASTIVE_METRICS)
         super().__init__(**kwargs)
@@ -107,7 +112,9 @@ class CLIP(PretrainingTask):
     def call(self, inputs, training=False):
         encoder = self.backbone.image_encoder
         check_images(inputs["images"], encoder.image_size, encoder.num_channels)
-        check_token_ids(inputs["token_ids"], self.backbone.text_encoder.vocabulary_size)
+        vocabulary_size = getattr(self.backbone.text_encoder, "vocabulary_size", None)
+        if vocabulary_size is not None:
+            check_token_ids(inputs["token_ids"], vocabulary_size)
         return self.backbone(
             {
                 "images": inputs["images"],
