@@ -93,7 +93,16 @@ flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm to this valu
 flags.DEFINE_enum("remat", "none", ["none", "activations", "full"], "Rematerialise in the backward pass (keras.RematScope): activations (every backend) or full layers (torch only, not the masked models).")
 flags.DEFINE_integer("checkpoint_every_steps", 100, "Back up weights, optimizer and data position every N steps in <output_dir>/backup; after a crash the same command resumes there (0: no backups). Deleted when the run completes.")
 flags.DEFINE_integer("log_every_steps", 10, "TensorBoard batch-level scalars every N steps (0: per epoch only); logs in <output_dir>/tensorboard, epoch rows in <output_dir>/train_log.csv.")
-flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]).")
+flags.DEFINE_string("output_dir", None, "Where to write the preset and metrics (default runs/<preset>[_<pooling>]). One run at a time per folder (run.lock).")
+flags.DEFINE_bool("fresh", False, "Delete <output_dir>/backup and start over instead of resuming it (e.g. after a refusal: the backup belongs to a run with other settings).")
+
+# Flags that do not change what is trained: a backup resumes across them.
+# Every other flag of this file is part of the run's fingerprint.
+RUN_NEUTRAL_FLAGS = (
+    "output_dir", "fresh", "log_every_steps", "checkpoint_every_steps", "reconstructions",
+    "eval_examples", "validate_data", "validation_reference", "validate_examples",
+    "distribution", "model_parallel_size", "cpu_devices", "tpu", "backend",
+)
 
 
 DEFAULT_PRESETS = {
@@ -144,6 +153,59 @@ def _task_kwargs():
             local_batch_size=FLAGS.local_batch_size,
         )
     return kwargs
+
+
+def _check_run_flags():
+    """One-line errors for flag values that would fail (or train nothing) later."""
+    problems = []
+    if FLAGS.image_mask_ratio is not None:
+        off = FLAGS.image_loss_weight == 0 and FLAGS.model in ("maeclip", "m3ae")
+        if not (0 < FLAGS.image_mask_ratio < 1 or (FLAGS.image_mask_ratio == 0 and off)):
+            problems.append(
+                f"--image_mask_ratio={FLAGS.image_mask_ratio} must be in (0, 1) (0 masks no patch: the "
+                "image reconstruction loss is 0 at every step); e.g. --image_mask_ratio=0.75"
+                + (" or --image_loss_weight=0" if FLAGS.model in ("maeclip", "m3ae") else "")
+            )
+    if FLAGS.text_mask_ratio is not None and not 0 <= FLAGS.text_mask_ratio <= 1:
+        problems.append(f"--text_mask_ratio={FLAGS.text_mask_ratio} must be in [0, 1]; e.g. 0.15 (maeclip) or 0.75 (m3ae)")
+    for name in ("steps", "steps_per_epoch", "batch_size", "train_examples"):
+        if getattr(FLAGS, name) < 1:
+            problems.append(f"--{name}={getattr(FLAGS, name)} must be >= 1")
+    warmup = FLAGS.warmup_steps
+    if isinstance(warmup, int) and (warmup < 0 or warmup >= FLAGS.steps):
+        problems.append(
+            f"--steps={FLAGS.steps} must exceed --warmup_steps={FLAGS.warmup_steps} (the linear warm-up); "
+            "lower --warmup_steps or raise --steps"
+        )
+    if FLAGS.checkpoint_every_steps < 0:
+        problems.append(f"--checkpoint_every_steps={FLAGS.checkpoint_every_steps} must be >= 0 (0: no backups)")
+    if problems:
+        raise app.UsageError("; ".join(problems) + ".")
+
+
+def _run_config(setup):
+    """The flags (and backend) a backup is bound to: all but RUN_NEUTRAL_FLAGS."""
+    import keras
+
+    module = FLAGS.find_module_defining_flag("model")
+    names = [f.name for f in FLAGS.get_flags_for_module(module)] if module else []
+    config = {name: getattr(FLAGS, name) for name in sorted(names) if name not in RUN_NEUTRAL_FLAGS}
+    config["backend"] = keras.config.backend()
+    return config
+
+
+def _caption_error(records):
+    """A one-line error for file data of which no record is usable."""
+    import collections
+
+    reasons = collections.Counter(r["error"].decode("utf-8", "replace") for r in records if r["error"])
+    counts = ", ".join(f"{reason}: {n}" for reason, n in reasons.most_common()) or "no records at all"
+    return SystemExit(
+        f"--data={FLAGS.data} (--data_format={FLAGS.data_format}): none of the first "
+        f"{len(records)} records is usable ({counts}), so there is nothing to train on. Check the "
+        "paths and --data_format" + (", --csv_separator, --csv_img_key and --csv_caption_key"
+                                     if FLAGS.data_format == "csv" else "") + " (docs/data.md)."
+    )
 
 
 def _build_model(model_cls, preset, synthetic, task_kwargs):
@@ -231,12 +293,11 @@ def _caption_corpus(synthetic):
     from keras_maeclip.data import holdout
 
     records = holdout.split_records(_read_records(), FLAGS.eval_fraction, FLAGS.seed)[0]
-    records = records.take(FLAGS.train_examples)
-    return [
-        r["caption"].decode("utf-8", errors="replace")
-        for r in records.as_numpy_iterator()
-        if not r["error"]
-    ]
+    records = list(records.take(FLAGS.train_examples).as_numpy_iterator())
+    captions = [r["caption"].decode("utf-8", errors="replace") for r in records if not r["error"]]
+    if not any(c.strip() for c in captions):
+        raise _caption_error(records)
+    return captions
 
 
 def _image_size(model):
@@ -406,7 +467,7 @@ def _print_summary(results, model_name):
     print(f"Held-out losses on {n} scenes: " + ", ".join(f"{k[5:]} {results[k]:.4f}" for k in terms))
 
 
-def _fault_tolerance_callbacks(output_dir, setup, accumulation):
+def _fault_tolerance_callbacks(output_dir, setup, accumulation, run_config):
     """Step-level backup + exact resume, and a NaN stop that keeps the last good backup."""
     import keras
 
@@ -419,7 +480,41 @@ def _fault_tolerance_callbacks(output_dir, setup, accumulation):
         save_every_steps=FLAGS.checkpoint_every_steps * accumulation,
         # One process writes the shared backup; the others only restore it.
         write=setup.is_chief,
+        run_config=run_config,
     )
+
+
+def _check_backup(backup_dir, model, run_config):
+    """Refuse, before training, a backup of another run (or a damaged one), naming the fix."""
+    from keras_maeclip.training import BackupError, backup_mismatch
+
+    try:
+        differences = backup_mismatch(backup_dir, model, run_config)
+    except BackupError as error:
+        raise SystemExit(f"{error} With this recipe: --fresh.") from None
+    if differences:
+        raise SystemExit(
+            f"{backup_dir} holds the backup of a run with other settings ({'; '.join(differences)}). "
+            "Resume it with that run's flags, or start fresh: --fresh (deletes the backup) or "
+            "another --output_dir."
+        )
+
+
+def _restore_after_divergence(model, callbacks, history, accumulation):
+    """After a non-finite stop: the step of the last finite state put back, or `None`."""
+    import math
+
+    from keras_maeclip.training import StepBackupAndRestore, all_finite
+
+    backup = next((c for c in callbacks if isinstance(c, StepBackupAndRestore)), None)
+    losses = history.history.get("loss", [])
+    diverged = (backup is not None and backup.nonfinite_step is not None) or not all_finite(model) or any(
+        not math.isfinite(v) for v in losses
+    )
+    if not diverged:
+        return False, None
+    restored = backup.restore_last_finite() if backup is not None else None
+    return True, None if restored is None else restored // accumulation
 
 
 def _check_precision_flags():
@@ -473,6 +568,7 @@ def main(argv):
     del argv
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
     _check_precision_flags()
+    _check_run_flags()
     select_backend(FLAGS.backend)
     setup = _configure_distribution()
     import keras
@@ -491,6 +587,32 @@ def main(argv):
     run_name = preset_name + (f"_{FLAGS.pooling}" if FLAGS.pooling else "")
     output_dir = FLAGS.output_dir or os.path.join("runs", run_name)
     os.makedirs(output_dir, exist_ok=True)
+    lock = None
+    if setup.is_chief:
+        from keras_maeclip.training.run_lock import RunLock, RunLockedError
+
+        try:
+            lock = RunLock(output_dir, what=f"--output_dir={output_dir}").acquire()
+        except RunLockedError as error:
+            raise SystemExit(str(error)) from None
+        if lock.took_over:
+            print(f"Took over the lock of a run that died ({lock.took_over}).", flush=True)
+    try:
+        _train(model_cls, task_kwargs, setup, synthetic, output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
+    import keras
+
+    backup_dir = os.path.join(output_dir, "backup")
+    if FLAGS.fresh and setup.is_chief and os.path.isdir(backup_dir):
+        import shutil
+
+        shutil.rmtree(backup_dir)
+        print(f"--fresh: deleted the backup in {backup_dir}.", flush=True)
     started = time.time()
 
     from keras_maeclip.training import mixed_precision, remat_scope, resumed_step
@@ -529,11 +651,13 @@ def main(argv):
     data, skips = _training_data(model, synthetic, image_size, setup)
     steps_per_epoch = min(FLAGS.steps_per_epoch, FLAGS.steps) * accumulation
     epochs = -(-FLAGS.steps * accumulation // steps_per_epoch)
-    callbacks = _fault_tolerance_callbacks(output_dir, setup, accumulation)
+    run_config = _run_config(setup)
+    callbacks = _fault_tolerance_callbacks(output_dir, setup, accumulation, run_config)
     if callbacks and FLAGS.checkpoint_every_steps:
+        _check_backup(backup_dir, model, run_config)
         # Data position: the batches the backup has trained on are skipped
         # (the stream is deterministic: docs/scaling.md).
-        done = resumed_step(os.path.join(output_dir, "backup"))
+        done = resumed_step(backup_dir)
         if done:
             print(f"Resuming from the backup at step {done // accumulation}: skipping {done} batches.", flush=True)
             data = data.skip(done)
@@ -559,7 +683,20 @@ def main(argv):
         keras.distribution.set_distribution(None)
 
     preset_dir = os.path.join(output_dir, "preset")
-    model.save_to_preset(preset_dir)
+    diverged, restored_step = _restore_after_divergence(model, callbacks, history, accumulation)
+    if diverged and restored_step is None:
+        setup.close()
+        raise SystemExit(
+            "Training diverged (non-finite loss or weights) before any finite backup: no preset "
+            f"written ({preset_dir} and metrics.json are left as they were). Start again with a "
+            "lower --learning_rate, --clipnorm, a longer --warmup_steps or "
+            "--checkpoint_every_steps > 0 (plus --fresh if a backup is refused)."
+        )
+    if diverged:
+        print(f"Training diverged; evaluating and saving the last finite state (step {restored_step}).", flush=True)
+    from keras_maeclip.training.run_outputs import finite_metrics, save_preset_atomically
+
+    save_preset_atomically(model, preset_dir)
     results = {k: float(v[-1]) for k, v in history.history.items()}
     results.update({f"first_epoch/{k}": float(v[0]) for k, v in history.history.items()})
     results.update(_held_out_losses(model, synthetic, image_size))
@@ -576,8 +713,11 @@ def main(argv):
         results["data/good_records"] = skips.good
     results["seconds/train"] = train_seconds
     results["seconds/total"] = time.time() - started
+    if diverged:
+        results["diverged"] = True
+        results["preset_step"] = restored_step
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+        json.dump(finite_metrics(results), f, indent=2, sort_keys=True, allow_nan=False)
 
     _print_summary(results, FLAGS.model)
     print(
@@ -585,6 +725,14 @@ def main(argv):
         f"metrics in {os.path.join(output_dir, 'metrics.json')}"
     )
     setup.close()
+    if diverged:
+        raise SystemExit(
+            f"Training diverged: the preset holds the last finite state (step {restored_step} of "
+            f"{FLAGS.steps}); non-finite metrics are null in metrics.json "
+            f"({finite_metrics(results).get('nonfinite_metrics')}). "
+            "The backup is kept; to train again with other settings (a lower --learning_rate, "
+            "--clipnorm) add --fresh."
+        )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ import keras
 from keras import ops
 
 from keras_maeclip.losses import ContrastiveLoss
-from keras_maeclip.models._validation import check_images
+from keras_maeclip.models._validation import (
+    check_images,
+    check_logit_scale,
+    check_part,
+    check_token_ids,
+    check_tokenizer_fits,
+)
 from keras_maeclip.models.clip_backbone import ImageTextBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor
 from keras_maeclip.models.pretraining_task import NO_DECAY_PARTS, PretrainingTask
@@ -86,6 +92,12 @@ class CLIP(PretrainingTask):
         compile=True,
         **kwargs,
     ):
+        check_part(type(self).__name__, "backbone", backbone, ImageTextBackbone)
+        check_part(type(self).__name__, "preprocessor", preprocessor, keras.layers.Layer)
+        vocabulary_size = getattr(backbone.text_encoder, "vocabulary_size", None)
+        if vocabulary_size is not None:
+            check_tokenizer_fits(preprocessor, vocabulary_size, type(self).__name__)
+        check_logit_scale(init_logit_scale, max_logit_scale)
         kwargs.setdefault("metric_names", CONTRASTIVE_METRICS)
         super().__init__(**kwargs)
         self.backbone = backbone
@@ -107,6 +119,9 @@ class CLIP(PretrainingTask):
     def call(self, inputs, training=False):
         encoder = self.backbone.image_encoder
         check_images(inputs["images"], encoder.image_size, encoder.num_channels)
+        vocabulary_size = getattr(self.backbone.text_encoder, "vocabulary_size", None)
+        if vocabulary_size is not None:
+            check_token_ids(inputs["token_ids"], vocabulary_size)
         return self.backbone(
             {
                 "images": inputs["images"],

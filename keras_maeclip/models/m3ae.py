@@ -6,7 +6,14 @@ from keras import ops
 from keras_maeclip.layers import random_masking, text_masking
 from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
 from keras_maeclip.losses.reconstruction import TEXT_LOSS_REDUCTIONS
-from keras_maeclip.models._validation import check_images
+from keras_maeclip.models._validation import (
+    check_image_mask_ratio,
+    check_images,
+    check_part,
+    check_ratio,
+    check_token_ids,
+    check_tokenizer_fits,
+)
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.preprocessor import ImageTextPreprocessor, resolve_text_mask_ids
@@ -129,6 +136,12 @@ class M3AE(PretrainingTask):
         compile=True,
         **kwargs,
     ):
+        check_part("M3AE", "backbone", backbone, M3AEBackbone)
+        check_part("M3AE", "decoder", decoder, CrossModalDecoder)
+        check_part("M3AE", "preprocessor", preprocessor, keras.layers.Layer)
+        check_image_mask_ratio("image_mask_ratio", image_mask_ratio, image_loss_weight)
+        check_ratio("text_mask_ratio", text_mask_ratio, "e.g. 0.75 (M3AE's).", include_high=True)
+        check_tokenizer_fits(preprocessor, backbone.vocabulary_size, "M3AE")
         super().__init__(
             metric_names=("image_reconstruction_loss", "text_reconstruction_loss"), **kwargs
         )
@@ -167,6 +180,7 @@ class M3AE(PretrainingTask):
         images = inputs["images"]
         padding_mask = inputs["padding_mask"]
         check_images(images, backbone.image_size, backbone.num_channels)
+        check_token_ids(inputs["token_ids"], backbone.vocabulary_size)
         image = random_masking(
             backbone.embed_patches(images), self.image_mask_ratio, self.seed_generator
         )

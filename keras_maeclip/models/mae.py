@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_maeclip.layers import random_masking
 from keras_maeclip.losses import pixel_reconstruction_loss
-from keras_maeclip.models._validation import check_images
+from keras_maeclip.models._validation import check_image_mask_ratio, check_images, check_part
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.presets import build_mae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
@@ -69,6 +69,9 @@ class MAE(PretrainingTask):
         compile=True,
         **kwargs,
     ):
+        check_part("MAE", "backbone", backbone, ViTEncoder)
+        check_part("MAE", "decoder", decoder, CrossModalDecoder)
+        check_image_mask_ratio("mask_ratio", mask_ratio)
         super().__init__(metric_names=("image_reconstruction_loss",), **kwargs)
         if decoder.num_patches != backbone.num_patches or decoder.patch_size != backbone.patch_size:
             raise ValueError(

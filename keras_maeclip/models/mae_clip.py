@@ -10,8 +10,15 @@ from keras_maeclip.layers import (
     text_masking,
 )
 from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction_loss
-from keras_maeclip.models._validation import check_images
+from keras_maeclip.models._validation import (
+    check_image_mask_ratio,
+    check_images,
+    check_part,
+    check_ratio,
+    check_token_ids,
+)
 from keras_maeclip.models.clip import CLIP, CONTRASTIVE_METRICS
+from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.preprocessor import resolve_text_mask_ids
 from keras_maeclip.models.presets import build_maeclip_parts
 from keras_maeclip.models._preset_listing import named_presets
@@ -161,6 +168,9 @@ class MAECLIP(CLIP):
                 f"Unknown similarity_direction={similarity_direction!r}; use one of "
                 f"{SIMILARITY_DIRECTIONS}."
             )
+        check_image_mask_ratio("image_mask_ratio", image_mask_ratio, image_loss_weight)
+        check_ratio("text_mask_ratio", text_mask_ratio, "e.g. 0.15 (MAE-CLIP's).", include_high=True)
+        check_part("MAECLIP", "decoder", decoder, CrossModalDecoder)
         _check_decoder(decoder, backbone)
         metric_names = CONTRASTIVE_METRICS[:1] + _RECONSTRUCTION_METRICS + CONTRASTIVE_METRICS[1:]
         super().__init__(
@@ -199,6 +209,7 @@ class MAECLIP(CLIP):
         image_encoder, text_encoder = backbone.image_encoder, backbone.text_encoder
         images, padding_mask = inputs["images"], inputs["padding_mask"]
         check_images(images, image_encoder.image_size, image_encoder.num_channels)
+        check_token_ids(inputs["token_ids"], text_encoder.vocabulary_size)
 
         text = text_masking(
             inputs["token_ids"], padding_mask, self.text_mask_ratio, self.mask_token_id,

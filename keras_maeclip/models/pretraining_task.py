@@ -5,6 +5,7 @@ import keras_hub
 from keras import ops
 
 from keras_maeclip.losses import cross_replica
+from keras_maeclip.models._validation import PresetConfigError, check_token_ids
 from keras_maeclip.models.presets import is_directory_preset
 from keras_maeclip.models.resolution import with_image_size
 
@@ -57,7 +58,8 @@ def learning_rate_schedule(learning_rate, warmup_steps=None, total_steps=None):
         raise ValueError(f"warmup_steps={warmup_steps} must be >= 0 (0: no warm-up).")
     if total_steps is not None and total_steps <= warmup_steps:
         raise ValueError(
-            f"total_steps={total_steps} must exceed warmup_steps={warmup_steps}."
+            f"total_steps={total_steps} must exceed warmup_steps={warmup_steps} (the linear "
+            "warm-up); lower warmup_steps or raise total_steps."
         )
     if total_steps is not None:
         return keras.optimizers.schedules.CosineDecay(
@@ -234,6 +236,25 @@ class PretrainingTask(keras_hub.models.Task):
         """
         return cross_replica.scale_loss_for_replicas(loss + self.regularization_loss())
 
+    def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`, after checking token ids given as arrays.
+
+        Ids outside the text tower's vocabulary would index past its
+        embedding table (JAX: `loss: nan`; TF / torch: an index error deep
+        in the step). Arrays are checked here; a `tf.data` pipeline is not
+        read ahead (a `CLIPPreprocessor` whose tokenizer fits the model only
+        makes valid ids).
+        """
+        vocabulary_size = self._text_vocabulary_size()
+        if vocabulary_size is not None and isinstance(x, dict) and "token_ids" in x:
+            check_token_ids(x["token_ids"], vocabulary_size)
+        return super().fit(x, *args, **kwargs)
+
+    def _text_vocabulary_size(self):
+        backbone = getattr(self, "backbone", None)
+        text = getattr(backbone, "text_encoder", None) or (backbone if self.text_overrides else None)
+        return getattr(text, "vocabulary_size", None)
+
     def compile(
         self,
         optimizer="auto",
@@ -354,7 +375,10 @@ class PretrainingTask(keras_hub.models.Task):
                 # backbone class, e.g. MAECLIP for a saved CLIP.)
                 return _saved_task_class(preset).from_preset(preset, load_weights=load_weights, **kwargs)
             image_size = kwargs.pop("image_size", None)
-            task = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            try:
+                task = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            except PresetConfigError as error:
+                raise PresetConfigError(f"{preset}/task.json: {error}") from None
             return with_image_size(task, image_size) if image_size else task
         task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")
@@ -383,8 +407,9 @@ class PretrainingTask(keras_hub.models.Task):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        if isinstance(config.get("decoder"), dict):
-            config["decoder"] = keras.layers.deserialize(config["decoder"])
+        for part in ("backbone", "preprocessor", "decoder"):
+            if isinstance(config.get(part), dict):
+                config[part] = _deserialize_part(cls, part, config[part])
         return super().from_config(config)
 
     def get_compile_config(self):
@@ -402,6 +427,19 @@ class PretrainingTask(keras_hub.models.Task):
                 self.optimizer.build(self.trainable_variables)
         else:
             super().compile_from_config(config)
+
+
+def _deserialize_part(cls, part, serialized):
+    """A task part from its config; a class that cannot be built is a one-line error."""
+    try:
+        return keras.layers.deserialize(serialized)
+    except (TypeError, ValueError, AttributeError) as error:
+        named = serialized.get("registered_name") or serialized.get("class_name")
+        raise PresetConfigError(
+            f"{cls.__name__}'s {part} names {named!r}, which cannot be built "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}). The saved config is "
+            "damaged or edited: save the preset again with save_to_preset()."
+        ) from None
 
 
 def _saved_task_class(preset):

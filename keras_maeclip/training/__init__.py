@@ -5,9 +5,13 @@ from keras_maeclip.training.distribution import (
     configure_distribution,
 )
 from keras_maeclip.training.fault_tolerance import (
+    BackupError,
     StepBackupAndRestore,
+    all_finite,
+    backup_mismatch,
     fault_tolerance_callbacks,
     resumed_step,
+    run_fingerprint,
 )
 from keras_maeclip.training.flops import (
     FlopCount,
@@ -18,12 +22,15 @@ from keras_maeclip.training.precision import mixed_precision, remat_scope
 from keras_maeclip.training.throughput import THROUGHPUT_KEYS, Throughput, detect_num_devices
 
 __all__ = [
+    "BackupError",
     "DistributionSetup",
     "FlopCount",
     "StepBackupAndRestore",
     "THROUGHPUT_KEYS",
     "Throughput",
+    "all_finite",
     "analytic_flops_per_sample",
+    "backup_mismatch",
     "configure_distribution",
     "detect_num_devices",
     "fault_tolerance_callbacks",
@@ -31,4 +38,5 @@ __all__ = [
     "mixed_precision",
     "remat_scope",
     "resumed_step",
+    "run_fingerprint",
 ]
