@@ -68,6 +68,7 @@ flags.DEFINE_integer("vocabulary_size", 1000, "Upper bound on the learned WordPi
 flags.DEFINE_integer("sequence_length", None, "Override the preset's caption length.")
 flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive negatives before global ones (0: global throughout).")
 flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: each replica's batch; on one device batch_size // 2).")
+flags.DEFINE_enum("loss", None, ["softmax", "sigmoid"], "clip/maeclip contrastive loss: softmax (InfoNCE, default) or sigmoid (SigLIP: learned temperature and bias, init t'=log 10, b=-10).")
 flags.DEFINE_float("image_mask_ratio", None, "Share of image patches masked (mae/m3ae/maeclip; default 0.75).")
 flags.DEFINE_float("text_mask_ratio", None, "Share of caption tokens masked (maeclip default 0.15, m3ae 0.75).")
 flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip default 0.05, m3ae 1.0).")
@@ -101,6 +102,7 @@ CONTRASTIVE_MODELS = ("clip", "maeclip")
 MASKED_MODELS = ("maeclip", "m3ae", "mae")
 # Flag → task argument, for the models that take it.
 TASK_FLAGS = {
+    "loss": {"clip": "loss", "maeclip": "loss"},
     "image_mask_ratio": {"maeclip": "image_mask_ratio", "m3ae": "image_mask_ratio", "mae": "mask_ratio"},
     "text_mask_ratio": {"maeclip": "text_mask_ratio", "m3ae": "text_mask_ratio"},
     "image_loss_weight": {"maeclip": "image_loss_weight", "m3ae": "image_loss_weight"},

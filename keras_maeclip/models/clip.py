@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_maeclip.losses import ContrastiveLoss
+from keras_maeclip.losses.contrastive import SIGLIP_INIT_LOGIT_BIAS
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip_backbone import CLIPBackbone
 from keras_maeclip.models.preprocessor import CLIPPreprocessor
@@ -25,7 +26,9 @@ class CLIP(PretrainingTask):
     """Contrastive language–image pretraining (keras-hub `Task`).
 
     A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
-    symmetric InfoNCE loss with a learned temperature. `fit` trains it
+    symmetric InfoNCE loss with a learned temperature, or with
+    `loss="sigmoid"` SigLIP's pairwise sigmoid loss (learned temperature
+    and bias; the logs then also report `logit_bias`). `fit` trains it
     through the `compute_loss` override on every backend; the logs report
     `loss` (total), `contrastive_loss`, `logit_scale`, `uses_local_negatives`
     (share of the epoch's steps with local negatives) and the in-batch
@@ -41,8 +44,11 @@ class CLIP(PretrainingTask):
         local_batch_size: int or `None`, the block size for `"local"`.
         local_steps: int or `None`. With `negatives="global"`, use local
             negatives for this many training steps first (paper: 10,000).
-        init_logit_scale: float, initial log-temperature scale, `ln(1/0.07)`.
+        init_logit_scale: float or `None`, initial log-temperature scale;
+            `None` is `ln(1/0.07)` for softmax and `ln 10` for sigmoid.
         max_logit_scale: float, clamp of the log-scale, `ln(100)`.
+        loss: `"softmax"` (CLIP's InfoNCE, default) or `"sigmoid"` (SigLIP).
+        init_logit_bias: float, initial bias of the sigmoid loss, `-10`.
         compile: bool. Compile with the defaults of `compile()`.
         **kwargs: `keras_hub.models.Task` arguments (`name`, ...).
 
@@ -61,6 +67,7 @@ class CLIP(PretrainingTask):
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",
+        "loss", "init_logit_bias",
     )
     text_overrides = "text_encoder"
 
@@ -71,13 +78,17 @@ class CLIP(PretrainingTask):
         negatives="global",
         local_batch_size=None,
         local_steps=None,
-        init_logit_scale=math.log(1 / 0.07),
+        init_logit_scale=None,
         max_logit_scale=math.log(100.0),
+        loss="softmax",
+        init_logit_bias=SIGLIP_INIT_LOGIT_BIAS,
         compile=True,
         **kwargs,
     ):
-        kwargs.setdefault("metric_names", CONTRASTIVE_METRICS)
-        super().__init__(**kwargs)
+        metric_names = tuple(kwargs.pop("metric_names", CONTRASTIVE_METRICS))
+        if loss == "sigmoid":
+            metric_names += ("logit_bias",)
+        super().__init__(metric_names=metric_names, **kwargs)
         self.backbone = backbone
         self.preprocessor = preprocessor
         self.dtype_policy = backbone.dtype_policy
@@ -87,6 +98,8 @@ class CLIP(PretrainingTask):
             local_steps=local_steps,
             init_logit_scale=init_logit_scale,
             max_logit_scale=max_logit_scale,
+            loss=loss,
+            init_logit_bias=init_logit_bias,
             name="contrastive",
         )
         self.contrastive.build()
@@ -115,7 +128,7 @@ class CLIP(PretrainingTask):
             y_pred["image_embeddings"], y_pred["text_embeddings"], training=training
         )
         batch_size = ops.shape(y_pred["image_embeddings"])[0]
-        for name in CONTRASTIVE_METRICS[1:]:
+        for name in CONTRASTIVE_METRICS[1:] + (("logit_bias",) if "logit_bias" in out else ()):
             self.track(name, out[name], batch_size)
         self.track("contrastive_loss", out["loss"], batch_size)
         return out["loss"]
@@ -129,6 +142,8 @@ class CLIP(PretrainingTask):
                 "local_steps": self.contrastive.local_steps,
                 "init_logit_scale": self.contrastive.init_logit_scale,
                 "max_logit_scale": self.contrastive.max_logit_scale,
+                "loss": self.contrastive.loss,
+                "init_logit_bias": self.contrastive.init_logit_bias,
             }
         )
         return config

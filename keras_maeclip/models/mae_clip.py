@@ -71,7 +71,8 @@ class MAECLIP(CLIP):
             layout.
         seed: int or `None`, seeds the masking.
         negatives, local_batch_size, local_steps, init_logit_scale,
-        max_logit_scale: the contrastive loss, as for `CLIP`.
+        max_logit_scale, loss, init_logit_bias: the contrastive loss, as
+            for `CLIP`; `loss="sigmoid"` makes it MAE-SigLIP.
         compile: bool. Compile with the defaults of `compile()`.
         **kwargs: `keras_hub.models.Task` arguments.
 
