@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_maeclip.layers import random_masking
 from keras_maeclip.losses import ContrastiveLoss
 from keras_maeclip.losses.contrastive import SIGLIP_INIT_LOGIT_BIAS
 from keras_maeclip.models._validation import check_images
@@ -49,6 +50,12 @@ class CLIP(PretrainingTask):
         max_logit_scale: float, clamp of the log-scale, `ln(100)`.
         loss: `"softmax"` (CLIP's InfoNCE, default) or `"sigmoid"` (SigLIP).
         init_logit_bias: float, initial bias of the sigmoid loss, `-10`.
+        patch_dropout: float in `[0, 1)`. FLIP: share of the image patches
+            dropped at random in each training step (the image tower
+            encodes only the kept ones); evaluation and inference see every
+            patch. Defaults to `0.0`. `set_patch_dropout(0.0)` switches it
+            off for an unmasked tuning phase.
+        seed: int or `None`, seeds the patch dropout.
         compile: bool. Compile with the defaults of `compile()`.
         **kwargs: `keras_hub.models.Task` arguments (`name`, ...).
 
@@ -59,7 +66,9 @@ class CLIP(PretrainingTask):
     ...          "padding_mask": np.ones((4, 16), "int32")}
     >>> history = model.fit(batch, epochs=1, verbose=0)
 
-    References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3.
+    References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3; Li et al.
+    2023 (FLIP) §3 (patch dropout, unmasked tuning); Zhai et al. 2023
+    (SigLIP).
     """
 
     backbone_cls = CLIPBackbone
@@ -67,7 +76,7 @@ class CLIP(PretrainingTask):
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",
-        "loss", "init_logit_bias",
+        "loss", "init_logit_bias", "patch_dropout", "seed",
     )
     text_overrides = "text_encoder"
 
@@ -82,6 +91,8 @@ class CLIP(PretrainingTask):
         max_logit_scale=math.log(100.0),
         loss="softmax",
         init_logit_bias=SIGLIP_INIT_LOGIT_BIAS,
+        patch_dropout=0.0,
+        seed=None,
         compile=True,
         **kwargs,
     ):
@@ -103,13 +114,39 @@ class CLIP(PretrainingTask):
             name="contrastive",
         )
         self.contrastive.build()
+        _check_patch_dropout(patch_dropout)
+        self.patch_dropout = float(patch_dropout)
+        self.seed = seed
+        # Only a model that drops patches holds a seed state (plain CLIP's
+        # weights stay as they were).
+        self.seed_generator = keras.random.SeedGenerator(seed) if patch_dropout else None
         self.built = True
         if compile:
             self.compile()
 
+    def set_patch_dropout(self, rate):
+        """Change the patch-dropout share and retrace the train step.
+
+        FLIP's unmasked tuning: `set_patch_dropout(0.0)` after the masked
+        phase, then `fit` again. A model built without patch dropout has no
+        seed state, so it can only be set to `0.0`.
+        """
+        _check_patch_dropout(rate)
+        if rate and self.seed_generator is None:
+            raise ValueError(
+                f"set_patch_dropout({rate}): this model was built with "
+                "patch_dropout=0, so it holds no seed state; build it with "
+                "patch_dropout > 0 to train with dropped patches."
+            )
+        self.patch_dropout = float(rate)
+        if getattr(self, "optimizer", None) is not None:
+            self.make_train_function(force=True)
+
     def call(self, inputs, training=False):
         encoder = self.backbone.image_encoder
         check_images(inputs["images"], encoder.image_size, encoder.num_channels)
+        if training and self.patch_dropout:
+            return self._call_with_patch_dropout(inputs)
         return self.backbone(
             {
                 "images": inputs["images"],
@@ -118,6 +155,22 @@ class CLIP(PretrainingTask):
             },
             training=training,
         )
+
+    def _call_with_patch_dropout(self, inputs):
+        """FLIP: the image tower encodes a random `1 - patch_dropout` of the patches."""
+        backbone = self.backbone
+        encoder = backbone.image_encoder
+        patches = encoder.embed_patches(inputs["images"])
+        kept = random_masking(patches, self.patch_dropout, self.seed_generator)["kept"]
+        image_tokens = encoder.encode_tokens(kept, training=True)
+        text_tokens = backbone.text_encoder(
+            {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+            training=True,
+        )
+        return {
+            "image_embeddings": backbone.embed_image_tokens(image_tokens),
+            "text_embeddings": backbone.embed_text_tokens(text_tokens, inputs["padding_mask"]),
+        }
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         return self.total_loss(self.contrastive_term(y_pred, training))
@@ -144,6 +197,8 @@ class CLIP(PretrainingTask):
                 "max_logit_scale": self.contrastive.max_logit_scale,
                 "loss": self.contrastive.loss,
                 "init_logit_bias": self.contrastive.init_logit_bias,
+                "patch_dropout": self.patch_dropout,
+                "seed": self.seed,
             }
         )
         return config
@@ -151,3 +206,11 @@ class CLIP(PretrainingTask):
     @classmethod
     def build_parts(cls, preset, **overrides):
         return {"backbone": cls.backbone_cls.from_preset(preset, **overrides)}
+
+
+def _check_patch_dropout(rate):
+    if not 0.0 <= float(rate) < 1.0:
+        raise ValueError(
+            f"patch_dropout={rate}: use a share of patches dropped in [0, 1) "
+            "(FLIP uses 0.5 or 0.75; 0 keeps every patch)."
+        )

@@ -119,6 +119,12 @@ class MAECLIP(CLIP):
         if masking not in MASKING_STRATEGIES:
             raise ValueError(f"Unknown masking={masking!r}; use one of {MASKING_STRATEGIES}.")
         _check_decoder(decoder, backbone)
+        if kwargs.get("patch_dropout"):
+            raise ValueError(
+                "MAECLIP masks images with image_mask_ratio (its encoders already "
+                "see only the kept patches); patch_dropout is CLIP's. Pass "
+                f"image_mask_ratio instead of patch_dropout={kwargs['patch_dropout']}."
+            )
         metric_names = CONTRASTIVE_METRICS[:1] + _RECONSTRUCTION_METRICS + CONTRASTIVE_METRICS[1:]
         super().__init__(
             backbone, preprocessor=preprocessor, compile=False, metric_names=metric_names, **kwargs

@@ -51,7 +51,7 @@ def runs(tmp_path_factory):
             f"--nproc_per_node={replicas}", f"--master_port={_free_port()}",
             WORKER, out, str(replicas),
         ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     processes = replicas if backend == "torch" else 1
     return {rank: np.load(os.path.join(out, f"rank{rank}.npz")) for rank in range(processes)}
