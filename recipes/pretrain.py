@@ -71,6 +71,11 @@ flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (d
 flags.DEFINE_enum("loss", None, ["softmax", "sigmoid"], "clip/maeclip contrastive loss: softmax (InfoNCE, default) or sigmoid (SigLIP: learned temperature and bias, init t'=log 10, b=-10).")
 flags.DEFINE_float("patch_dropout", None, "clip: FLIP patch dropout, the share of image patches dropped in training (all patches at evaluation; default 0).")
 flags.DEFINE_integer("unmasked_tuning_steps", 0, "clip with --patch_dropout: the last N of --steps train without patch dropout (FLIP's unmasked tuning; the cosine schedule continues).")
+flags.DEFINE_bool("lock_image", False, "clip/maeclip: freeze the image tower (LiT; open_clip --lock-image); see --lock_image_unlocked_blocks.")
+flags.DEFINE_integer("lock_image_unlocked_blocks", 0, "With --lock_image: its last N transformer blocks (and final norm) keep training.")
+flags.DEFINE_bool("lock_text", False, "clip/maeclip: freeze the text tower (open_clip --lock-text); see --lock_text_unlocked_blocks.")
+flags.DEFINE_integer("lock_text_unlocked_blocks", 0, "With --lock_text: its last N transformer blocks (and final norm) keep training.")
+flags.DEFINE_bool("lock_freeze_norms", False, "With --lock_image/--lock_text: also freeze the LayerNorms of the unlocked blocks.")
 flags.DEFINE_float("image_mask_ratio", None, "Share of image patches masked (mae/m3ae/maeclip; default 0.75).")
 flags.DEFINE_float("text_mask_ratio", None, "Share of caption tokens masked (maeclip default 0.15, m3ae 0.75).")
 flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip default 0.05, m3ae 1.0).")
@@ -447,6 +452,20 @@ def _configure_distribution():
     )
 
 
+def _lock_towers(model):
+    """--lock_image / --lock_text, before compile (keras_maeclip.training.lock_tower)."""
+    from keras_maeclip.training import lock_tower
+
+    for tower in ("image", "text"):
+        if getattr(FLAGS, f"lock_{tower}"):
+            if FLAGS.model not in CONTRASTIVE_MODELS:
+                raise app.UsageError(f"--lock_{tower} applies to clip and maeclip, not {FLAGS.model}.")
+            frozen = lock_tower(
+                model, tower, getattr(FLAGS, f"lock_{tower}_unlocked_blocks"), FLAGS.lock_freeze_norms
+            )
+            print(f"Locked the {tower} tower: {frozen} variables frozen.", flush=True)
+
+
 def _unmasked_tuning(model, data, done, steps, setup, output_dir, history):
     """FLIP's unmasked tuning: `steps` more fit steps with every patch.
 
@@ -498,6 +517,7 @@ def main(argv):
     remat = None if FLAGS.remat == "none" else FLAGS.remat
     with setup.scope(), mixed_precision(FLAGS.precision), remat_scope(remat):
         model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+    _lock_towers(model)
     with setup.scope():
         model.compile(
             learning_rate=FLAGS.learning_rate,

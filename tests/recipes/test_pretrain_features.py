@@ -23,9 +23,11 @@ def run(tmp_path, *flags):
 
 
 def test_siglip_with_patch_dropout_then_unmasked_tuning(tmp_path):
-    result = run(tmp_path, "--steps=3", "--loss=sigmoid", "--patch_dropout=0.5", "--unmasked_tuning_steps=1")
+    result = run(tmp_path, "--steps=3", "--loss=sigmoid", "--patch_dropout=0.5", "--unmasked_tuning_steps=1",
+                 "--lock_text", "--lock_text_unlocked_blocks=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Unmasked tuning: 1 steps without patch dropout." in result.stdout
+    assert "Locked the text tower:" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "logit_bias" in metrics and metrics["loss"] > 0
     model = CLIP.from_preset(str(tmp_path / "preset"))
