@@ -9,9 +9,10 @@ from keras_maeclip.layers import random_masking
 from keras_maeclip.losses import ContrastiveLoss
 from keras_maeclip.losses.contrastive import SIGLIP_INIT_LOGIT_BIAS
 from keras_maeclip.models._validation import check_images
-from keras_maeclip.models.clip_backbone import CLIPBackbone
-from keras_maeclip.models.preprocessor import CLIPPreprocessor
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
+from keras_maeclip.models.preprocessor import ImageTextPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_METRICS = (
     "contrastive_loss",
@@ -26,7 +27,7 @@ CONTRASTIVE_METRICS = (
 class CLIP(PretrainingTask):
     """Contrastive language–image pretraining (keras-hub `Task`).
 
-    A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
+    An `ImageTextBackbone` (two towers, pooling, bias-free projections) plus the
     symmetric InfoNCE loss with a learned temperature, or with
     `loss="sigmoid"` SigLIP's pairwise sigmoid loss (learned temperature
     and bias; the logs then also report `logit_bias`). `fit` trains it
@@ -36,8 +37,8 @@ class CLIP(PretrainingTask):
     top-1 `image_to_text_accuracy` / `text_to_image_accuracy`.
 
     Args:
-        backbone: a `CLIPBackbone`.
-        preprocessor: a `CLIPPreprocessor` or `None`. With one, `fit` accepts
+        backbone: an `ImageTextBackbone`.
+        preprocessor: an `ImageTextPreprocessor` or `None`. With one, `fit` accepts
             raw `{"images", "captions"}` batches.
         negatives: `"global"` (all pairs in the batch) or `"local"`
             (negatives only inside blocks of `local_batch_size`). Defaults
@@ -71,8 +72,10 @@ class CLIP(PretrainingTask):
     (SigLIP).
     """
 
-    backbone_cls = CLIPBackbone
-    preprocessor_cls = CLIPPreprocessor
+    presets = named_presets("CLIP_PRESETS")
+
+    backbone_cls = ImageTextBackbone
+    preprocessor_cls = ImageTextPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",

@@ -23,7 +23,7 @@ def export_embedders(model, directory, format="tf_saved_model", verbose=False):
     """Write the image and text embedders of a CLIP-style model.
 
     Args:
-        model: a `CLIP`, `MAECLIP` or `CLIPBackbone`.
+        model: a `CLIP`, `MAECLIP` or `ImageTextBackbone`.
         directory: str. Gets `image_embedder/` and `text_embedder/`.
         format: str, a `keras.Model.export` format. Defaults to
             `"tf_saved_model"`.
@@ -44,7 +44,7 @@ def export_embedders(model, directory, format="tf_saved_model", verbose=False):
     if not hasattr(backbone, "image_embedder"):
         raise ValueError(
             "export_embedders needs a CLIP-style model or backbone (CLIP, MAECLIP, "
-            f"CLIPBackbone); got {type(model).__name__}."
+            f"ImageTextBackbone); got {type(model).__name__}."
         )
     paths = {}
     for name, embedder in (
@@ -65,9 +65,9 @@ def main(argv=None):
     parser.add_argument("output", help="directory for image_embedder/ and text_embedder/")
     parser.add_argument("--format", default="tf_saved_model", help="keras.Model.export format")
     args = parser.parse_args(argv)
-    from keras_maeclip.models import CLIPBackbone
+    from keras_maeclip.models import ImageTextBackbone
 
-    backbone = CLIPBackbone.from_preset(args.preset)
+    backbone = ImageTextBackbone.from_preset(args.preset)
     for name, path in export_embedders(backbone, args.output, args.format).items():
         print(f"{name}: {path}")
 

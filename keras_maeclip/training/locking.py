@@ -17,7 +17,7 @@ def _backbone(model):
     if not hasattr(backbone, "image_encoder") or not hasattr(backbone, "text_encoder"):
         raise ValueError(
             f"lock_tower needs a CLIP-style model or backbone with image_encoder and "
-            f"text_encoder (CLIP, MAECLIP, CLIPBackbone); got {type(model).__name__}."
+            f"text_encoder (CLIP, MAECLIP, ImageTextBackbone); got {type(model).__name__}."
         )
     return backbone
 
@@ -42,7 +42,7 @@ def lock_tower(model, tower="image", unlocked_blocks=0, freeze_norms=False):
     mapped into the joint space by a trained projection.
 
     Args:
-        model: a `CLIP`, `MAECLIP` or `CLIPBackbone`.
+        model: a `CLIP`, `MAECLIP` or `ImageTextBackbone`.
         tower: `"image"` (LiT, `--lock-image`) or `"text"` (`--lock-text`).
         unlocked_blocks: int, the last blocks left trainable. Defaults to
             `0` (the whole tower is locked).
@@ -62,8 +62,21 @@ def lock_tower(model, tower="image", unlocked_blocks=0, freeze_norms=False):
     `--lock-image-unlocked-groups`, `--lock-text`.
     """
     encoder = tower_of(model, tower)
-    blocks = list(encoder.transformer_layers)
     unlocked_blocks = int(unlocked_blocks)
+    if unlocked_blocks == 0:
+        frozen = 0
+        for variable in encoder.trainable_weights:
+            variable.trainable = False
+            frozen += 1
+        return frozen
+    blocks = list(getattr(encoder, "transformer_layers", None) or [])
+    if not blocks or not hasattr(encoder, "final_norm"):
+        raise ValueError(
+            f"unlocked_blocks={unlocked_blocks}: the {tower} tower "
+            f"({type(encoder).__name__}) does not expose transformer_layers and "
+            "final_norm (ViTEncoder / TextEncoder do); lock a keras-hub tower whole "
+            "with unlocked_blocks=0."
+        )
     if not 0 <= unlocked_blocks <= len(blocks):
         raise ValueError(
             f"unlocked_blocks={unlocked_blocks}: the {tower} tower has {len(blocks)} "
