@@ -4,7 +4,8 @@
 
 writes `exported/image_embedder` (preprocessed images `(batch, S, S, C)`
 → unit-norm embeddings) and `exported/text_embedder` (`token_ids`,
-`padding_mask` `(batch, length)` int32 → unit-norm embeddings) as TF
+`padding_mask` `(batch, sequence_length)` int32, the tower's caption
+length → unit-norm embeddings) as TF
 SavedModels, each served by its `serve` endpoint:
 
     import tensorflow as tf
@@ -12,7 +13,8 @@ SavedModels, each served by its `serve` endpoint:
     embeddings = image.serve(images)
 
 The export uses `keras.Model.export(format="tf_saved_model")`: native on
-the TensorFlow backend, through `jax2tf` on JAX. ONNX and the other
+the TensorFlow backend (tested); `jax2tf` on JAX does not export these
+embedders yet. ONNX and the other
 formats Keras offers need packages the pinned stack does not carry.
 """
 
@@ -46,13 +48,22 @@ def export_embedders(model, directory, format="tf_saved_model", verbose=False):
             "export_embedders needs a CLIP-style model or backbone (CLIP, MAECLIP, "
             f"ImageTextBackbone); got {type(model).__name__}."
         )
+    import keras
+
+    # Captions are exported at the tower's fixed length: jax2tf cannot
+    # trace the position table's slice for a symbolic length.
+    length = getattr(backbone.text_encoder, "sequence_length", None)
+    text_signature = [{
+        key: keras.InputSpec(shape=(None, length), dtype="int32")
+        for key in ("token_ids", "padding_mask")
+    }]
     paths = {}
-    for name, embedder in (
-        ("image_embedder", backbone.image_embedder()),
-        ("text_embedder", backbone.text_embedder()),
+    for name, embedder, signature in (
+        ("image_embedder", backbone.image_embedder(), None),
+        ("text_embedder", backbone.text_embedder(), text_signature),
     ):
         path = os.path.join(directory, name)
-        embedder.export(path, format=format, verbose=verbose)
+        embedder.export(path, format=format, verbose=verbose, input_signature=signature)
         paths[name] = path
     return paths
 
