@@ -72,6 +72,14 @@ flags.DEFINE_integer("vocabulary_size", 1000, "Upper bound on the learned WordPi
 flags.DEFINE_integer("sequence_length", None, "Override the preset's caption length.")
 flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive negatives before global ones (0: global throughout).")
 flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: each replica's batch; on one device batch_size // 2).")
+flags.DEFINE_enum("loss", None, ["softmax", "sigmoid"], "clip/maeclip contrastive loss: softmax (InfoNCE, default) or sigmoid (SigLIP: learned temperature and bias, init t'=log 10, b=-10).")
+flags.DEFINE_float("patch_dropout", None, "clip: FLIP patch dropout, the share of image patches dropped in training (all patches at evaluation; default 0).")
+flags.DEFINE_integer("unmasked_tuning_steps", 0, "clip with --patch_dropout: the last N of --steps train without patch dropout (FLIP's unmasked tuning; the cosine schedule continues).")
+flags.DEFINE_bool("lock_image", False, "clip/maeclip: freeze the image tower (LiT; open_clip --lock-image); see --lock_image_unlocked_blocks.")
+flags.DEFINE_integer("lock_image_unlocked_blocks", 0, "With --lock_image: its last N transformer blocks (and final norm) keep training.")
+flags.DEFINE_bool("lock_text", False, "clip/maeclip: freeze the text tower (open_clip --lock-text); see --lock_text_unlocked_blocks.")
+flags.DEFINE_integer("lock_text_unlocked_blocks", 0, "With --lock_text: its last N transformer blocks (and final norm) keep training.")
+flags.DEFINE_bool("lock_freeze_norms", False, "With --lock_image/--lock_text: also freeze the LayerNorms of the unlocked blocks.")
 flags.DEFINE_float("image_mask_ratio", None, "Share of image patches masked (mae/m3ae/maeclip; default 0.75).")
 flags.DEFINE_float("text_mask_ratio", None, "Share of caption tokens masked (maeclip default 0.15, m3ae 0.75).")
 flags.DEFINE_float("image_loss_weight", None, "Weight of the pixel loss (maeclip default 0.05, m3ae 1.0).")
@@ -115,6 +123,8 @@ CONTRASTIVE_MODELS = ("clip", "maeclip")
 MASKED_MODELS = ("maeclip", "m3ae", "mae")
 # Flag → task argument, for the models that take it.
 TASK_FLAGS = {
+    "loss": {"clip": "loss", "maeclip": "loss"},
+    "patch_dropout": {"clip": "patch_dropout"},
     "image_mask_ratio": {"maeclip": "image_mask_ratio", "m3ae": "image_mask_ratio", "mae": "mask_ratio"},
     "text_mask_ratio": {"maeclip": "text_mask_ratio", "m3ae": "text_mask_ratio"},
     "image_loss_weight": {"maeclip": "image_loss_weight", "m3ae": "image_loss_weight"},
@@ -144,6 +154,16 @@ def _task_kwargs():
         raise app.UsageError(f"--pooling applies to clip and maeclip, not {model}.")
     if model in MASKED_MODELS:
         kwargs.update(norm_pix_loss=FLAGS.norm_pix_loss, seed=FLAGS.seed)
+    if FLAGS.patch_dropout:
+        kwargs["seed"] = FLAGS.seed
+    if FLAGS.unmasked_tuning_steps:
+        if not FLAGS.patch_dropout:
+            raise app.UsageError("--unmasked_tuning_steps ends a --patch_dropout run (clip); set --patch_dropout too.")
+        if not 0 < FLAGS.unmasked_tuning_steps < FLAGS.steps:
+            raise app.UsageError(
+                f"--unmasked_tuning_steps={FLAGS.unmasked_tuning_steps} must be between 0 and "
+                f"--steps={FLAGS.steps} (they are the last steps of the run)."
+            )
     if FLAGS.local_negative_steps:
         if model not in CONTRASTIVE_MODELS:
             raise app.UsageError(f"--local_negative_steps needs a contrastive model, not {model}.")
@@ -564,6 +584,40 @@ def _configure_distribution():
     )
 
 
+def _lock_towers(model):
+    """--lock_image / --lock_text, before compile (keras_maeclip.training.lock_tower)."""
+    from keras_maeclip.training import lock_tower
+
+    for tower in ("image", "text"):
+        if getattr(FLAGS, f"lock_{tower}"):
+            if FLAGS.model not in CONTRASTIVE_MODELS:
+                raise app.UsageError(f"--lock_{tower} applies to clip and maeclip, not {FLAGS.model}.")
+            frozen = lock_tower(
+                model, tower, getattr(FLAGS, f"lock_{tower}_unlocked_blocks"), FLAGS.lock_freeze_norms
+            )
+            print(f"Locked the {tower} tower: {frozen} variables frozen.", flush=True)
+
+
+def _unmasked_tuning(model, data, done, steps, setup, output_dir, history):
+    """FLIP's unmasked tuning: `steps` more fit steps with every patch.
+
+    Continues the data stream after the `done` masked steps; the optimizer
+    (and its cosine schedule) carries on. This short phase takes no
+    step-level backups: the masked phase's backup is deleted when that phase
+    completes, so a crash here restarts the run.
+    """
+    print(f"Unmasked tuning: {steps} steps without patch dropout.", flush=True)
+    model.set_patch_dropout(0.0)
+    with setup.scope():
+        tuned = model.fit(
+            data.skip(done), epochs=1, steps_per_epoch=steps,
+            verbose=2 if setup.is_chief else 0,
+        )
+    for key, values in tuned.history.items():
+        history.history.setdefault(key, []).extend(values)
+    return history
+
+
 def main(argv):
     del argv
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
@@ -622,6 +676,7 @@ def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
     remat = None if FLAGS.remat == "none" else FLAGS.remat
     with setup.scope(), mixed_precision(FLAGS.precision), remat_scope(remat):
         model = _build_model(model_cls, FLAGS.preset, synthetic, task_kwargs)
+    _lock_towers(model)
     with setup.scope():
         model.compile(
             learning_rate=FLAGS.learning_rate,
@@ -667,11 +722,17 @@ def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
 
         callbacks.append(SkipReport(skips))
     model = setup.prepare_model(model)
+    tuning = FLAGS.unmasked_tuning_steps * accumulation
+    if tuning:
+        # FLIP: the masked phase first, then the last steps unmasked.
+        epochs = -(-(FLAGS.steps * accumulation - tuning) // steps_per_epoch)
     with setup.scope():
         history = model.fit(
             data, epochs=epochs, steps_per_epoch=steps_per_epoch,
             verbose=2 if setup.is_chief else 0, callbacks=callbacks,
         )
+    if tuning:
+        history = _unmasked_tuning(model, data, epochs * steps_per_epoch, tuning, setup, output_dir, history)
     train_seconds = time.time() - started
     if not setup.is_chief:
         # The chief process saves and evaluates.

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE (CLIP) loss with global or local negatives."""
+"""Contrastive losses with global or local negatives: InfoNCE (CLIP) or sigmoid (SigLIP)."""
 
 import math
 
@@ -6,8 +6,12 @@ import keras
 from keras import ops
 
 from keras_maeclip.losses import cross_replica
+from keras_maeclip.losses.sigmoid import NEGATIVES, chunked_sigmoid_loss, sigmoid_loss
 
-NEGATIVES = ("global", "local")
+LOSSES = ("softmax", "sigmoid")
+# SigLIP's initial temperature and bias (Zhai et al. 2023 §3.2): t' = log 10, b = -10.
+SIGLIP_INIT_LOGIT_SCALE = math.log(10.0)
+SIGLIP_INIT_LOGIT_BIAS = -10.0
 
 
 def l2_normalize(x, axis=-1, epsilon=1e-12):
@@ -140,11 +144,23 @@ class MaxValue(keras.constraints.Constraint):
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
 class ContrastiveLoss(keras.layers.Layer):
-    """InfoNCE with a learnable temperature, stored as a log-scale.
+    """InfoNCE or SigLIP's sigmoid loss, with a learnable temperature.
 
-    Holds one trainable scalar, `log_logit_scale`, initialised to
-    `ln(1/0.07)` and clamped to `ln(100)` by a `MaxValue` constraint that the
-    optimizer applies after every update (no hand-written clipping step).
+    `loss="softmax"` (default) is CLIP's symmetric InfoNCE; `"sigmoid"` is
+    SigLIP's pairwise sigmoid loss (`keras_maeclip.losses.sigmoid_loss`).
+    The temperature is one trainable scalar, `log_logit_scale`, initialised
+    to `ln(1/0.07)` (softmax) or `ln 10` (sigmoid, SigLIP's `t'`) and
+    clamped to `ln(100)` by a `MaxValue` constraint that the optimizer
+    applies after every update (no hand-written clipping step). The sigmoid
+    loss adds a trainable bias, `logit_bias`, initialised to `-10`.
+
+    Under data parallelism the sigmoid loss's global form pairs each
+    replica's images with every replica's texts one replica-chunk at a
+    time (big_vision's ring of chunks): TF and torch replicas gather the
+    embeddings (`batch × dim`) and loop over the other replicas' chunks;
+    JAX loops over the per-replica chunks of the global batch. The full
+    global logits matrix is never formed, and the loss and gradients equal
+    the single-device loss on the concatenated batch.
 
     Under data parallelism (`keras_maeclip.training.distribution`),
     `"global"` negatives span the whole global batch on every engine: the
@@ -167,23 +183,29 @@ class ContrastiveLoss(keras.layers.Layer):
 
     Args:
         negatives: `"global"` or `"local"`. Defaults to `"global"`.
+        loss: `"softmax"` (InfoNCE) or `"sigmoid"` (SigLIP). Defaults to
+            `"softmax"`.
         local_batch_size: int or `None`. Block size for `"local"` and for
             the local phase of `local_steps`; `None` means a replica's own
             batch (the whole batch on one device).
         local_steps: int or `None`. Training steps with local negatives
             before switching to global ones; needs `negatives="global"`.
-        init_logit_scale: float. Initial value of the log-scale, defaults to
-            `ln(1 / 0.07)`.
+        init_logit_scale: float or `None`. Initial value of the log-scale;
+            `None` (default) is `ln(1 / 0.07)` for softmax, `ln 10` for
+            sigmoid.
         max_logit_scale: float. Clamp on the log-scale, defaults to
             `ln(100)`.
+        init_logit_bias: float. Initial bias of the sigmoid loss, defaults
+            to `-10` (unused by softmax).
         **kwargs: base layer arguments.
 
     Call args:
         image_embeddings, text_embeddings: `(batch, dim)`, L2-normalised.
 
     Returns:
-        The dict of `contrastive_loss` plus `logit_scale` (the multiplier)
-        and `uses_local_negatives` (1.0 while negatives are local).
+        The dict of `contrastive_loss` plus `logit_scale` (the multiplier),
+        `uses_local_negatives` (1.0 while negatives are local) and, for the
+        sigmoid loss, `logit_bias`.
 
     Example:
     >>> layer = ContrastiveLoss()
@@ -191,7 +213,8 @@ class ContrastiveLoss(keras.layers.Layer):
     >>> round(float(layer(z, z)["logit_scale"]), 3)
     14.286
 
-    References: Radford et al. 2021 (CLIP) §2.5; Weers et al. 2023 §3.
+    References: Radford et al. 2021 (CLIP) §2.5; Weers et al. 2023 §3;
+    Zhai et al. 2023 (SigLIP) §3; big_vision's chunked sigmoid loss.
     """
 
     def __init__(
@@ -199,14 +222,20 @@ class ContrastiveLoss(keras.layers.Layer):
         negatives="global",
         local_batch_size=None,
         local_steps=None,
-        init_logit_scale=math.log(1 / 0.07),
+        init_logit_scale=None,
         max_logit_scale=math.log(100.0),
+        loss="softmax",
+        init_logit_bias=SIGLIP_INIT_LOGIT_BIAS,
         **kwargs,
     ):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if negatives not in NEGATIVES:
             raise ValueError(f"negatives={negatives!r}; use one of {NEGATIVES}.")
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r}; use one of {LOSSES}.")
+        if init_logit_scale is None:
+            init_logit_scale = SIGLIP_INIT_LOGIT_SCALE if loss == "sigmoid" else math.log(1 / 0.07)
         if local_steps is not None and negatives != "global":
             raise ValueError(
                 "local_steps switches from local to global negatives: use it with "
@@ -217,6 +246,8 @@ class ContrastiveLoss(keras.layers.Layer):
         self.local_steps = local_steps
         self.init_logit_scale = float(init_logit_scale)
         self.max_logit_scale = float(max_logit_scale)
+        self.loss = loss
+        self.init_logit_bias = float(init_logit_bias)
 
     def build(self, *args, **kwargs):
         self.log_logit_scale = self.add_weight(
@@ -226,6 +257,13 @@ class ContrastiveLoss(keras.layers.Layer):
             constraint=MaxValue(self.max_logit_scale),
             dtype="float32",
         )
+        if self.loss == "sigmoid":
+            self.logit_bias = self.add_weight(
+                name="logit_bias",
+                shape=(),
+                initializer=keras.initializers.Constant(self.init_logit_bias),
+                dtype="float32",
+            )
         # Every replica counts the same steps; under tf.distribute the
         # first replica's count is kept.
         self.steps_seen = self.add_weight(
@@ -255,10 +293,38 @@ class ContrastiveLoss(keras.layers.Layer):
         if training:
             self.steps_seen.assign(self.steps_seen + 1)
         out["logit_scale"] = scale
+        if self.loss == "sigmoid":
+            out["logit_bias"] = ops.cast(self.logit_bias, "float32")
         return out
+
+    def _pair_loss(self, image_embeddings, text_embeddings, scale, negatives, block=None, chunks=1):
+        if self.loss == "sigmoid":
+            return sigmoid_loss(
+                image_embeddings, text_embeddings, scale, self.logit_bias,
+                negatives, block, num_chunks=chunks,
+            )
+        return contrastive_loss(image_embeddings, text_embeddings, scale, negatives, block)
 
     def _global_loss(self, image_embeddings, text_embeddings, scale, training):
         """Negatives from the whole global batch, gathered from every replica."""
+        if self.loss == "sigmoid":
+            if cross_replica.batch_is_global():
+                # JAX (or one device): one chunk of texts per replica.
+                return self._pair_loss(
+                    image_embeddings, text_embeddings, scale, "global",
+                    chunks=cross_replica.num_replicas(),
+                )
+            # A TF / torch replica: its images against every replica's
+            # texts, chunk by chunk; its share of the global sum, divided
+            # by its own rows (see cross_replica's module docstring).
+            return chunked_sigmoid_loss(
+                image_embeddings,
+                text_embeddings,
+                cross_replica.gather_chunks(text_embeddings, training),
+                cross_replica.gather_chunks(image_embeddings, training),
+                scale,
+                self.logit_bias,
+            )
         return contrastive_loss(
             cross_replica.gather_batch(image_embeddings, training),
             cross_replica.gather_batch(text_embeddings, training),
@@ -274,8 +340,8 @@ class ContrastiveLoss(keras.layers.Layer):
             block = cross_replica.replica_batch_size(image_embeddings.shape[0])
         if block is None:
             # A TF / torch replica's slice is its own block.
-            return contrastive_loss(image_embeddings, text_embeddings, scale, "global")
-        return contrastive_loss(image_embeddings, text_embeddings, scale, "local", block)
+            return self._pair_loss(image_embeddings, text_embeddings, scale, "global")
+        return self._pair_loss(image_embeddings, text_embeddings, scale, "local", block)
 
     def compute_output_spec(self, image_embeddings, text_embeddings):
         scalar = keras.KerasTensor((), dtype="float32")
@@ -285,7 +351,7 @@ class ContrastiveLoss(keras.layers.Layer):
             "text_to_image_accuracy",
             "logit_scale",
             "uses_local_negatives",
-        )
+        ) + (("logit_bias",) if self.loss == "sigmoid" else ())
         return {name: scalar for name in names}
 
     def get_config(self):
@@ -297,6 +363,8 @@ class ContrastiveLoss(keras.layers.Layer):
                 "local_steps": self.local_steps,
                 "init_logit_scale": self.init_logit_scale,
                 "max_logit_scale": self.max_logit_scale,
+                "loss": self.loss,
+                "init_logit_bias": self.init_logit_bias,
             }
         )
         return config

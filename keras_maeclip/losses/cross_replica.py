@@ -26,6 +26,14 @@ through its own rows is `N · ∂L/∂z_own` (TF/torch gather backward sums the
 N identical replicas' contributions). TF divides each replica's loss by N
 and sums over replicas; torch's DDP averages: both give exactly `∂L/∂θ` of
 the single-device loss on the concatenated batch.
+
+The sigmoid (SigLIP) loss is a sum over pairs, so a replica computes only
+its own images' share `ℓ_r = (Σ_{i own, j all} softplus(z_ij) − Σ_{i own}
+z_ii) / n_own` (big_vision's per-device loss) from the gathered texts, one
+replica chunk at a time (`gather_chunks`). The global loss is the mean of
+the `ℓ_r`; the gathers' backward hands each replica the other replicas'
+gradients for its texts, and TF's 1/N scaling and sum, or DDP's average,
+give again exactly `∂L/∂θ` of one device on the concatenated batch.
 """
 
 import keras
@@ -112,6 +120,21 @@ def gather_batch(x, training=True):
     if backend == "torch":
         return _torch_gather(x) if training else x
     raise NotImplementedError(f"No cross-replica gather for backend {backend!r}.")
+
+
+def gather_chunks(x, training=True):
+    """Every replica's `x`, as a list of per-replica chunks in replica order.
+
+    `gather_batch` split back into its replicas' parts, for losses that run
+    over the other replicas' rows one chunk at a time (the sigmoid loss).
+    One chunk (`x` itself) when nothing is gathered.
+    """
+    gathered = gather_batch(x, training)
+    if gathered is x:
+        return [x]
+    replicas = num_replicas()
+    parts = keras.ops.reshape(gathered, (replicas, -1) + tuple(x.shape[1:]))
+    return [parts[k] for k in range(replicas)]
 
 
 def scale_loss_for_replicas(loss):

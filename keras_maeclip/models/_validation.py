@@ -65,6 +65,9 @@ def check_image_mask_ratio(name, value, loss_weight=None, weight_name="image_los
 
 
 def check_logit_scale(init_logit_scale, max_logit_scale):
+    """`init_logit_scale` (`None`: the loss's default, below any sane clamp) within the clamp."""
+    if init_logit_scale is None:
+        return
     if not float(init_logit_scale) <= float(max_logit_scale):
         raise ValueError(
             f"init_logit_scale={init_logit_scale} is above the clamp max_logit_scale="

@@ -107,7 +107,8 @@ class MAECLIP(CLIP):
             layout.
         seed: int or `None`, seeds the masking.
         negatives, local_batch_size, local_steps, init_logit_scale,
-        max_logit_scale: the contrastive loss, as for `CLIP`.
+        max_logit_scale, loss, init_logit_bias: the contrastive loss, as
+            for `CLIP`; `loss="sigmoid"` makes it MAE-SigLIP.
         compile: bool. Compile with the defaults of `compile()`.
         **kwargs: `keras_hub.models.Task` arguments.
 
@@ -172,6 +173,12 @@ class MAECLIP(CLIP):
         check_ratio("text_mask_ratio", text_mask_ratio, "e.g. 0.15 (MAE-CLIP's).", include_high=True)
         check_part("MAECLIP", "decoder", decoder, CrossModalDecoder)
         _check_decoder(decoder, backbone)
+        if kwargs.get("patch_dropout"):
+            raise ValueError(
+                "MAECLIP masks images with image_mask_ratio (its encoders already "
+                "see only the kept patches); patch_dropout is CLIP's. Pass "
+                f"image_mask_ratio instead of patch_dropout={kwargs['patch_dropout']}."
+            )
         metric_names = CONTRASTIVE_METRICS[:1] + _RECONSTRUCTION_METRICS + CONTRASTIVE_METRICS[1:]
         super().__init__(
             backbone, preprocessor=preprocessor, compile=False, metric_names=metric_names, **kwargs

@@ -40,7 +40,8 @@ def test_pretrain_recipe_trains_evaluates_and_saves_a_preset(tmp_path):
     "model, flags, terms",
     [
         ("maeclip", ["--pooling=max", "--masking=similarity", "--contrastive_view=full",
-                     "--similarity_direction=keep_similar", "--local_negative_steps=1", "--text_mask_ratio=0.3", "--image_loss_weight=0.5"],
+                     "--similarity_direction=keep_similar", "--local_negative_steps=1", "--text_mask_ratio=0.3",
+                     "--image_loss_weight=0.5", "--loss=sigmoid"],
          ("contrastive_loss", "image_reconstruction_loss", "text_reconstruction_loss")),
         ("m3ae", ["--image_mask_ratio=0.5"], ("image_reconstruction_loss", "text_reconstruction_loss")),
         ("mae", ["--norm_pix_loss=false"], ("image_reconstruction_loss",)),
@@ -68,6 +69,7 @@ def test_pretrain_recipe_trains_each_masked_variant(tmp_path, model, flags, term
         assert (loaded.text_mask_ratio, loaded.image_loss_weight) == (0.3, 0.5)
         assert loaded.similarity_direction == "keep_similar"
         assert loaded.contrastive.local_steps == 1
+        assert loaded.contrastive.loss == "sigmoid" and "logit_bias" in metrics
     elif model == "m3ae":
         assert loaded.image_mask_ratio == 0.5
     else:

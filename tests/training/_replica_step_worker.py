@@ -18,6 +18,9 @@ Cases (reference ↔ distributed):
   negatives with no block size (each replica's own rows).
 - `schedule`: 2 steps with `local_steps=1`, blocks of the per-replica batch
   ↔ the same schedule with no block size.
+- `sigmoid`: SigLIP's loss, global negatives ↔ the same (each replica's
+  images against every replica's texts, chunk by chunk).
+- `sigmoid_local`: SigLIP's loss in per-replica blocks ↔ each replica's rows.
 - `model_parallel` (JAX only): the `global` case under
   `configure_distribution("model_parallel")` on a 2 × 2 mesh.
 - `maeclip`: a tiny MAE-CLIP trains 2 distributed steps (smoke; no reference).
@@ -98,6 +101,12 @@ def main(out_dir, replicas):
             dict(local_steps=1, local_batch_size=per_replica),
             dict(local_steps=1),
             2,
+        ),
+        "sigmoid": (dict(loss="sigmoid"), dict(loss="sigmoid"), 1),
+        "sigmoid_local": (
+            dict(loss="sigmoid", negatives="local", local_batch_size=per_replica),
+            dict(loss="sigmoid", negatives="local"),
+            1,
         ),
     }
     results = {}

@@ -22,7 +22,9 @@ import pytest
 WORKER = os.path.join(os.path.dirname(__file__), "_replica_step_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REPLICAS = {"jax": 4, "tensorflow": 2, "torch": 2}
-CASES = ("global", "local", "schedule")
+CASES = ("global", "local", "schedule", "sigmoid", "sigmoid_local")
+# CLIP's trainable variables; the sigmoid loss adds its bias.
+NUM_WEIGHTS = {"sigmoid": 44, "sigmoid_local": 44}
 
 
 def _free_port():
@@ -49,7 +51,7 @@ def runs(tmp_path_factory):
             f"--nproc_per_node={replicas}", f"--master_port={_free_port()}",
             WORKER, out, str(replicas),
         ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     processes = replicas if backend == "torch" else 1
     return {rank: np.load(os.path.join(out, f"rank{rank}.npz")) for rank in range(processes)}
@@ -87,7 +89,7 @@ def test_step_equals_single_device(runs, case):
     expected = _deltas(reference, case, "reference")
     for rank, run in runs.items():
         got = _deltas(run, case, "distributed")
-        assert len(got) == len(expected) == 43
+        assert len(got) == len(expected) == NUM_WEIGHTS.get(case, 43)
         for i, (a, b) in enumerate(zip(got, expected)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"rank {rank}, weight {i}")
 
@@ -97,6 +99,9 @@ def test_cases_differ_so_the_comparison_can_fail(runs):
     glob, local = _deltas(run, "global", "reference"), _deltas(run, "local", "reference")
     assert max(np.abs(a - b).max() for a, b in zip(glob, local)) > 0.1
     assert float(run["global/reference/loss"]) != pytest.approx(float(run["local/reference/loss"]), rel=1e-2)
+    sigmoid, sigmoid_local = _deltas(run, "sigmoid", "reference"), _deltas(run, "sigmoid_local", "reference")
+    assert max(np.abs(a - b).max() for a, b in zip(sigmoid, sigmoid_local)) > 1e-3
+    assert float(run["sigmoid/reference/loss"]) != pytest.approx(float(run["global/reference/loss"]), rel=1e-2)
 
 
 def test_masked_model_trains_in_step_on_every_replica(runs):

@@ -1,0 +1,43 @@
+"""The recipe's SigLIP and FLIP flags end to end (a few steps, current backend)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+
+from keras_maeclip.models import CLIP
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(tmp_path, *flags):
+    cmd = [
+        sys.executable, os.path.join(REPO, "recipes", "pretrain.py"),
+        f"--backend={keras.config.backend()}", "--warmup_steps=1", "--steps_per_epoch=1",
+        "--batch_size=8", "--train_examples=32", "--eval_examples=16", "--checkpoint_every_steps=0",
+        f"--output_dir={tmp_path}", *flags,
+    ]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_siglip_with_patch_dropout_then_unmasked_tuning(tmp_path):
+    result = run(tmp_path, "--steps=3", "--loss=sigmoid", "--patch_dropout=0.5", "--unmasked_tuning_steps=1",
+                 "--lock_text", "--lock_text_unlocked_blocks=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Unmasked tuning: 1 steps without patch dropout." in result.stdout
+    assert "Locked the text tower:" in result.stdout
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "logit_bias" in metrics and metrics["loss"] > 0
+    model = CLIP.from_preset(str(tmp_path / "preset"))
+    assert model.contrastive.loss == "sigmoid"
+    assert model.patch_dropout == 0.0  # saved after the unmasked phase
+    # 2 masked + 1 unmasked updates.
+    assert int(keras.ops.convert_to_numpy(model.contrastive.steps_seen)) == 3
+
+
+def test_unmasked_tuning_needs_patch_dropout(tmp_path):
+    result = run(tmp_path, "--steps=3", "--unmasked_tuning_steps=1")
+    assert result.returncode != 0
+    assert "--unmasked_tuning_steps ends a --patch_dropout run" in result.stderr
