@@ -10,8 +10,9 @@ Resuming: a run whose `result.json` holds the same run config is not
 redone; one that was killed is started again with the same command, and
 `pretrain.py` resumes from its step-level backup (a finished training or
 evaluation is not redone either). A run folder left by a different config
-(other steps, flags, ...) is moved aside to `<folder>.stale-<time>`, never
-deleted.
+trained with other flags (steps, sizes, ...) is moved aside to
+`<folder>.stale-<time>`, never deleted; other evaluations or evaluation
+flags only re-evaluate the trained run.
 """
 
 import concurrent.futures
@@ -27,6 +28,7 @@ from keras_maeclip.study import grid
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "run_config.json"
+TIMING_FILE = "timing.json"
 
 
 @dataclasses.dataclass
@@ -199,9 +201,14 @@ def finished_result(run):
 
 
 def _prepare_directory(run, log):
-    """Moves aside a folder of another config; records this run's config."""
-    stored = _read_json(os.path.join(run.directory, CONFIG_FILE))
-    if os.path.isdir(run.directory) and stored != run.config and os.listdir(run.directory):
+    """Moves aside a folder trained with other flags; records this run's config.
+
+    Only the training flags decide: other evaluations of the same training
+    re-evaluate it without retraining.
+    """
+    stored = _read_json(os.path.join(run.directory, CONFIG_FILE)) or {}
+    trained_otherwise = stored.get("pretrain_flags") != run.config["pretrain_flags"]
+    if os.path.isdir(run.directory) and trained_otherwise and os.listdir(run.directory):
         stale = f"{run.directory}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.move(run.directory, stale)
         log(f"{run.name}: its folder held another config; moved to {stale}")
@@ -215,6 +222,15 @@ def _evaluations_to_run(run, pretrain_metrics):
         # E.g. evaluate_flags point the suite at other data: evaluate everything here.
         return list(run.config["evaluations"])
     return [e for e in run.config["evaluations"] if not any(k.startswith(e + "/") for k in pretrain_metrics)]
+
+
+def _add_time(run, stage, seconds):
+    """Adds a process's seconds to the run's `timing.json` (kept across attempts)."""
+    path = os.path.join(run.directory, TIMING_FILE)
+    timing = _read_json(path) or {}
+    timing[stage] = timing.get(stage, 0.0) + seconds
+    _write_json(path, timing)
+    return timing
 
 
 def _launch(command, log_path, env):
@@ -241,7 +257,8 @@ def execute(run, config, log=print):
 
     Returns:
         The result dict written to `result.json`: `config`, `metrics`
-        (pretraining's then the evaluation's, numbers only), `wall_s`.
+        (pretraining's then the evaluation's, numbers only), `wall_s`
+        (seconds of every process of the run, all attempts: `timing`).
 
     Raises:
         StudyError: a process failed (the message names its log).
@@ -249,7 +266,6 @@ def execute(run, config, log=print):
     _prepare_directory(run, log)
     env = dict(os.environ)
     backend = ["--backend=" + config.backend] if config.backend else []
-    wall = 0.0
     metrics_path = os.path.join(run.directory, "metrics.json")
     pretrain_metrics = _read_json(metrics_path)
     if pretrain_metrics is None:
@@ -258,7 +274,7 @@ def execute(run, config, log=print):
         command = [config.python, config.pretrain_script, *run.config["pretrain_flags"], *backend,
                    f"--output_dir={run.directory}"]
         ok, seconds = _launch(command, os.path.join(run.directory, "pretrain.log"), env)
-        wall += seconds
+        _add_time(run, "pretrain_s", seconds)
         pretrain_metrics = _read_json(metrics_path) if ok else None
         if pretrain_metrics is None:
             raise StudyError(f"{run.name}: pretraining failed; see {os.path.join(run.directory, 'pretrain.log')}")
@@ -268,24 +284,28 @@ def execute(run, config, log=print):
         eval_dir = os.path.join(run.directory, "eval")
         eval_path = os.path.join(eval_dir, "evaluation.json")
         evaluated = _read_json(eval_path)
-        if evaluated is None or evaluated.get("study_evaluations") != evaluations:
+        wanted = {"evaluations": evaluations, "flags": [f"--examples={config.eval_examples}", f"--seed={run.seed}",
+                                                         *run.config["evaluate_flags"]]}
+        if evaluated is None or evaluated.get("study_evaluations") != wanted:
             log(f"{run.name}: evaluating {','.join(evaluations)}")
             command = [config.python, config.evaluate_script, f"--preset={os.path.join(run.directory, 'preset')}",
                        f"--output_dir={eval_dir}", f"--evaluations={','.join(evaluations)}",
-                       f"--examples={config.eval_examples}", f"--seed={run.seed}",
-                       *run.config["evaluate_flags"], *backend]
+                       *wanted["flags"], *backend]
+            if evaluated is not None:
+                os.remove(eval_path)  # another evaluation's
             ok, seconds = _launch(command, os.path.join(run.directory, "evaluate.log"), env)
-            wall += seconds
+            _add_time(run, "evaluate_s", seconds)
             evaluated = _read_json(eval_path) if ok else None
             if evaluated is None:
                 raise StudyError(f"{run.name}: evaluation failed; see {os.path.join(run.directory, 'evaluate.log')}")
-            evaluated["study_evaluations"] = evaluations
+            evaluated["study_evaluations"] = wanted
             _write_json(eval_path, evaluated)
         evaluation_metrics = _numbers(evaluated)
         # seconds/total of the evaluation would overwrite pretraining's.
         evaluation_metrics["seconds/evaluation"] = evaluation_metrics.pop("seconds/total", float("nan"))
         metrics.update(evaluation_metrics)
-    result = {"config": run.config, "metrics": metrics, "wall_s": wall,
+    timing = _read_json(os.path.join(run.directory, TIMING_FILE)) or {}
+    result = {"config": run.config, "metrics": metrics, "wall_s": sum(timing.values()), "timing": timing,
               "run_dir": os.path.relpath(run.directory, config.output_dir)}
     _write_json(os.path.join(run.directory, RESULT_FILE), result)
     return result

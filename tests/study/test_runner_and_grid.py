@@ -193,3 +193,36 @@ def test_file_data_limits_the_records_when_pretraining_can(tmp_path, scripts):
     flags = study.plan(config)[0].config["pretrain_flags"]
     assert "--max_train_records=8" in flags and "--data_format=webdataset" in flags
     assert json.loads(json.dumps(flags)) == flags
+
+
+def test_the_flags_the_study_passes_are_the_recipes_flags(tmp_path):
+    """Every flag of the commands the study builds is defined by the real recipes."""
+    config = study.StudyConfig(output_dir=str(tmp_path), variants=("all",), seeds=(0,), sizes=(8,),
+                               pretrain_script=PRETRAIN)
+    pretrain_flags = grid.defined_flags(PRETRAIN) | {"backend", "output_dir"}
+    evaluate_flags = grid.defined_flags(os.path.join(REPO, "recipes", "evaluate.py"))
+    for run in study.plan(config):
+        for flag in run.config["pretrain_flags"]:
+            assert flag[2:].split("=")[0] in pretrain_flags, (run.name, flag)
+    # The evaluation command's own flags (runner.execute).
+    for flag in ("preset", "output_dir", "evaluations", "examples", "seed", "backend"):
+        assert flag in evaluate_flags, flag
+    study_flags = grid.defined_flags(os.path.join(REPO, "recipes", "study.py"))
+    assert {"variants", "seeds", "sizes", "steps", "parallel", "report_only", "dry_run"} <= study_flags
+
+
+def test_other_evaluations_re_evaluate_without_retraining(tmp_path, scripts):
+    config = _config(tmp_path, scripts, variants=("mae",), seeds=(0,), sizes=(8,))
+    study.run_study(config, log=None)
+    more = _config(tmp_path, scripts, variants=("mae",), seeds=(0,), sizes=(8,),
+                   evaluations=("linear_probe", "reconstruction"), evaluate_flags=("--pictures=2",))
+    study.run_study(more, log=None)
+    run = study.plan(more)[0]
+    assert _calls(more)[run.name] == (1, 2)  # trained once, evaluated twice
+    last = open(os.path.join(run.directory, "eval_calls.txt")).read().splitlines()[-1]
+    assert "--evaluations=linear_probe,reconstruction" in last and last.endswith("--pictures=2")
+    result = study.finished_result(run)
+    assert result["metrics"]["reconstruction/score"] == 0.0
+    assert set(result["timing"]) == {"pretrain_s", "evaluate_s"}
+    assert result["wall_s"] == pytest.approx(sum(result["timing"].values()))
+    assert not [d for d in os.listdir(os.path.dirname(run.directory)) if ".stale-" in d]
