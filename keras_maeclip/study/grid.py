@@ -9,10 +9,11 @@ A variant is a name and the pretraining flags that make it:
 | `m3ae`, `mae`                         | `--model=m3ae`, `--model=mae`                      |
 
 with `<pool>` in `gap`, `max`, `map`; `<view>` in `masked`, `full`
-(`--contrastive_view`); `<masking>` in `random`, `similarity` (the
-library's default direction) and, when the pretraining script defines
-`--similarity_direction`, `masksimilar` / `keepsimilar`
-(`--masking=similarity --similarity_direction=mask_similar|keep_similar`).
+(`--contrastive_view`); `<masking>` in `random` and, when the
+pretraining script defines `--similarity_direction`, `masksimilar` /
+`keepsimilar` (`--masking=similarity
+--similarity_direction=mask_similar|keep_similar`), else `similarity`
+(`--masking=similarity`, the library's one direction).
 
 Nothing here imports keras: the study process only launches runs and
 reads their results.
@@ -105,7 +106,8 @@ def all_variants(pretrain_flags=None):
     ['clip_gap', 'clip_max', 'clip_map', 'maeclip_gap_random_masked']
     """
     with_direction = pretrain_flags is None or DIRECTION_FLAG in pretrain_flags
-    maskings = ["random", "similarity"] + (["masksimilar", "keepsimilar"] if with_direction else [])
+    # With a direction flag, plain "similarity" would repeat its default direction.
+    maskings = ["random"] + (["masksimilar", "keepsimilar"] if with_direction else ["similarity"])
     variants = [Variant(f"clip_{p}", "clip", ("--model=clip", f"--pooling={p}")) for p in POOLINGS]
     for pooling in POOLINGS:
         for masking in maskings:

@@ -90,8 +90,11 @@ def test_every_variant_flag_is_a_pretrain_flag_and_directions_need_theirs():
             assert flag[2:].split("=")[0] in defined, (variant.name, flag)
     names = [v.name for v in variants]
     with_direction = [v.name for v in grid.all_variants(defined | {"similarity_direction"})]
-    assert len(with_direction) == 3 + 3 * 4 * 2 + 2
-    assert len(names) == (len(with_direction) if "similarity_direction" in defined else 3 + 3 * 2 * 2 + 2)
+    assert len(with_direction) == 3 + 3 * 3 * 2 + 2 and len(set(with_direction)) == len(with_direction)
+    assert "maeclip_gap_similarity_masked" not in with_direction  # it would repeat the default direction
+    without = [v.name for v in grid.all_variants(defined - {"similarity_direction"})]
+    assert len(without) == 3 + 3 * 2 * 2 + 2 and "maeclip_map_similarity_full" in without
+    assert names == (with_direction if "similarity_direction" in defined else without)
     keep = grid.all_variants(defined | {"similarity_direction"})[with_direction.index("maeclip_max_keepsimilar_full")]
     assert keep.flags == ("--model=maeclip", "--pooling=max", "--masking=similarity",
                           "--similarity_direction=keep_similar", "--contrastive_view=full")
