@@ -17,6 +17,11 @@ pretraining script defines `--similarity_direction`, `masksimilar` /
 
 Nothing here imports keras: the study process only launches runs and
 reads their results.
+
+References:
+    Weers et al., arXiv 2301.07836: CLIP and MAE-CLIP with GAP / MAX / MAP
+    pooling, random and similarity masking; M3AE (Geng et al., arXiv
+    2205.14204); MAE (He et al., arXiv 2111.06377).
 """
 
 import dataclasses

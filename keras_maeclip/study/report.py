@@ -9,6 +9,10 @@ be rebuilt, or made from someone else's results, without training:
 Aggregates are over seeds per (variant, size): the mean and the sample
 standard deviation (`ddof=1`; undefined, shown as "–", for one seed).
 Plots are drawn with matplotlib's Agg backend (no display needed).
+
+References:
+    Weers et al., arXiv 2301.07836 (the comparisons the table and plots
+    are for).
 """
 
 import csv

@@ -13,6 +13,10 @@ evaluation is not redone either). A run folder left by a different config
 trained with other flags (steps, sizes, ...) is moved aside to
 `<folder>.stale-<time>`, never deleted; other evaluations or evaluation
 flags only re-evaluate the trained run.
+
+References:
+    Weers et al., "Masked Autoencoding Does Not Help Natural Language
+    Supervision at Scale", arXiv 2301.07836 (the data-scale comparison).
 """
 
 import concurrent.futures
@@ -112,6 +116,11 @@ def plan(config):
         ValueError: a bad variant pattern, size, seed or evaluation, or a
             data-size axis on `--data` with a pretraining script that
             cannot limit its records.
+
+    Example:
+    >>> runs = plan(StudyConfig(variants=("clip_*",), seeds=(0, 1), sizes=(2000,)))
+    >>> [run.name for run in runs][:3]
+    ['clip_gap/n2000_s0', 'clip_gap/n2000_s1', 'clip_max/n2000_s0']
     """
     flags_defined = grid.defined_flags(config.pretrain_script)
     variants = grid.select_variants(config.variants, flags_defined)
@@ -262,6 +271,12 @@ def execute(run, config, log=print):
 
     Raises:
         StudyError: a process failed (the message names its log).
+
+    Example:
+    >>> config = StudyConfig(variants=("mae",), seeds=(0,), sizes=(64,), steps=2, batch_size=8)
+    >>> result = execute(plan(config)[0], config)  # doctest: +SKIP
+    >>> result["metrics"]["eval/image_reconstruction_loss"]  # doctest: +SKIP
+    0.93
     """
     _prepare_directory(run, log)
     env = dict(os.environ)
