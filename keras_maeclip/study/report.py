@@ -230,8 +230,15 @@ def plot_metric_vs_size(rows, metric, path):
         means = [p[1][0] for p in points]
         stds = [0.0 if math.isnan(p[1][1]) else p[1][1] for p in points]
         axes.errorbar(sizes, means, yerr=stds, marker="o", capsize=3, label=variant)
-    if len({r["size"] for r in rows}) > 1:
+    all_sizes = sorted({r["size"] for r in rows})
+    if len(all_sizes) > 1:
         axes.set_xscale("log")
+        axes.set_xticks(all_sizes)
+        axes.set_xticklabels([f"{s:,}" for s in all_sizes])
+        axes.minorticks_off()
+    chance = _chance(rows, metric)
+    if chance is not None:
+        axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     axes.set_xlabel("distinct training examples")
     axes.set_ylabel(metric)
     axes.set_title(f"{metric} vs training-set size (mean ± std over seeds)")
@@ -241,6 +248,13 @@ def plot_metric_vs_size(rows, metric, path):
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def _chance(rows, metric):
+    """The chance level stored beside a metric (`a/b/top1` -> `a/b/chance`), if any."""
+    name = metric.rsplit("/", 1)[0] + "/chance"
+    values = [r[name] for r in rows if name in r and not math.isnan(r[name])]
+    return float(np.mean(values)) if values and name != metric else None
 
 
 def plot_bars(rows, metric, path):
@@ -257,6 +271,9 @@ def plot_bars(rows, metric, path):
         means = [s[0] for s in stats]
         stds = [0.0 if math.isnan(s[1]) else s[1] for s in stats]
         axes.bar(x + (i - (len(sizes) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=f"n={size}")
+    chance = _chance(rows, metric)
+    if chance is not None:
+        axes.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
     axes.set_xticks(x)
     axes.set_xticklabels(variants, rotation=30, ha="right", fontsize=7)
     axes.set_ylabel(metric)
@@ -361,6 +378,9 @@ def write_report(rows, output_dir, metrics=None):
         return paths
     plots = os.path.join(output_dir, "plots")
     os.makedirs(plots, exist_ok=True)
+    for name in os.listdir(plots):  # an earlier report's, maybe of other metrics
+        if name.endswith(".png") and name.startswith(("vs_size_", "bars_", "loss_curves")):
+            os.remove(os.path.join(plots, name))
     for metric in chosen:
         name = _file_name(metric)
         paths["plots"].append(plot_metric_vs_size(rows, metric, os.path.join(plots, f"vs_size_{name}.png")))

@@ -1,6 +1,7 @@
 """The study's aggregation, table and plots, from result rows alone (no training)."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -89,6 +90,13 @@ def test_headline_metrics_follow_the_patterns_and_skip_absent_ones():
     assert report.headline_metrics(rows, ["eval/*", "retrieval/*"]) == ["eval/loss", "retrieval/image_to_text_R@1"]
 
 
+def test_chance_is_the_stored_level_beside_a_metric():
+    rows = [{"variant": "v", "size": 1, "seed": s, "zero_shot/object/top1": 0.5,
+             "zero_shot/object/chance": 1 / 24} for s in (0, 1)]
+    assert report._chance(rows, "zero_shot/object/top1") == pytest.approx(1 / 24)
+    assert report._chance(rows, "eval/loss") is None
+
+
 def test_loss_curve_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
     log = tmp_path / "train_log.csv"
     log.write_text("epoch,loss\n0,3.0\n1,2.5\n1,2.4\n2,2.0\n")  # resumed during epoch 1
@@ -117,6 +125,8 @@ def test_write_report_writes_the_table_and_readable_plots(tmp_path):
     # The report can be rebuilt from results.csv alone.
     rebuilt = report.report_from_csv(str(tmp_path), metrics=["eval/loss"])
     assert len(rebuilt["plots"]) == 3
+    # The earlier report's plots of other metrics are gone.
+    assert sorted(os.listdir(tmp_path / "plots")) == ["bars_eval_loss.png", "loss_curves.png", "vs_size_eval_loss.png"]
     assert report.read_csv(rebuilt["csv"])[0]["eval/loss"] == report.read_csv(paths["csv"])[0]["eval/loss"]
 
 
