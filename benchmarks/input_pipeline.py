@@ -9,7 +9,7 @@ files on local disk to model-ready batches, on this machine's CPUs:
       -> decoding.decode_records    (PIL decode, checks, skip counting)
       -> augment.augment_records    (random resized crop, scale 0.5-1)
       -> batch(batch_size)
-      -> CLIPPreprocessor           (normalise + WordPiece-tokenize captions)
+      -> ImageTextPreprocessor           (normalise + WordPiece-tokenize captions)
       -> prefetch
 
 at each image size in `--sizes`. The fixture is `--examples` synthetic
@@ -121,7 +121,7 @@ def main(argv):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_maeclip.data import decoding
-    from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+    from keras_maeclip.models import ImageTextPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
 
     facts = machine_facts()
     print(f"machine: {facts['cpu_model']}, {facts['cpu_count']} CPUs, {facts['mem_total_gib']} GiB; {facts['platform']}")
@@ -136,7 +136,7 @@ def main(argv):
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="input_pipeline_")
     for size in (int(s) for s in FLAGS.sizes):
         files, captions, megabytes = _fixture(os.path.join(workdir, str(size)), size, FLAGS.examples)
-        preprocessor = CLIPPreprocessor(
+        preprocessor = ImageTextPreprocessor(
             caption_tokenizer(learn_vocabulary(captions, 1000)),
             image_converter(size),
             sequence_length=FLAGS.sequence_length,

@@ -144,7 +144,7 @@ def _task_kwargs():
 def _build_model(model_cls, preset, synthetic, task_kwargs):
     """A named preset sized to the flags with a fresh vocabulary, or a saved preset."""
     from keras_maeclip.models import (
-        CLIPPreprocessor,
+        ImageTextPreprocessor,
         caption_tokenizer,
         image_converter,
         learn_vocabulary,
@@ -170,7 +170,7 @@ def _build_model(model_cls, preset, synthetic, task_kwargs):
     if sequence_length is not None:
         corpus = _caption_corpus(synthetic)
         tokenizer = caption_tokenizer(learn_vocabulary(corpus, FLAGS.vocabulary_size))
-        overrides["preprocessor"] = CLIPPreprocessor(
+        overrides["preprocessor"] = ImageTextPreprocessor(
             tokenizer, image_converter(image_size),
             sequence_length=FLAGS.sequence_length or sequence_length,
         )

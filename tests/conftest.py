@@ -14,7 +14,7 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 from keras_maeclip.models import (  # noqa: E402
-    CLIPPreprocessor,
+    ImageTextPreprocessor,
     caption_tokenizer,
     image_converter,
     learn_vocabulary,
@@ -39,4 +39,4 @@ def vocabulary():
 @pytest.fixture
 def preprocessor(vocabulary):
     """The tiny models' preprocessor: 16² images, 12 tokens."""
-    return CLIPPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)
+    return ImageTextPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)

@@ -25,14 +25,14 @@ _DENSE_EMBEDDERS = weakref.WeakKeyDictionary()
 
 
 def _clip_backbone(model, caller):
-    """The `CLIPBackbone` of a CLIP / MAE-CLIP task, or a clear ValueError."""
-    from keras_maeclip.models import CLIPBackbone
+    """The `ImageTextBackbone` of a CLIP / MAE-CLIP task, or a clear ValueError."""
+    from keras_maeclip.models import ImageTextBackbone
 
     backbone = getattr(model, "backbone", model)
-    if not isinstance(backbone, CLIPBackbone):
+    if not isinstance(backbone, ImageTextBackbone):
         raise ValueError(
             f"{caller} needs a model with a joint image-text embedding space "
-            f"(a CLIP or MAECLIP task, whose backbone is a CLIPBackbone); got "
+            f"(a CLIP or MAECLIP task, whose backbone is a ImageTextBackbone); got "
             f"{type(model).__name__} with a {type(backbone).__name__} backbone. "
             "MAE has no text tower and M3AE has no separate image and text "
             "projections into a shared space, so neither can score patches "
@@ -60,7 +60,7 @@ def dense_embedder(model, normalize=True):
     sequence of an encoder with a class token.
 
     Args:
-        model: a `CLIP` or `MAECLIP` task (or its `CLIPBackbone`).
+        model: a `CLIP` or `MAECLIP` task (or its `ImageTextBackbone`).
         normalize: bool. `True` (default) returns unit vectors; `False` the
             projections before normalisation (used to check that pooling
             and dense embeddings agree).

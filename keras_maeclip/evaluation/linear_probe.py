@@ -10,11 +10,11 @@ PROBE_POOLINGS = ("gap", "max", "first", "map")
 
 
 def _image_encoder(model):
-    """The ViT image tower of a CLIP, MAE-CLIP or MAE task."""
-    from keras_maeclip.models import ViTEncoder
+    """The ViT image tower of a CLIP, MAE-CLIP or MAE task (ours or a keras-hub one)."""
+    from keras_maeclip.models import HubViTTower, ViTEncoder
 
     encoder = getattr(model.backbone, "image_encoder", model.backbone)
-    if not isinstance(encoder, ViTEncoder):
+    if not isinstance(encoder, (ViTEncoder, HubViTTower)):
         raise ValueError(
             f"linear probe: {type(model).__name__} has no image-only tower "
             "(CLIP, MAECLIP and MAE have one; M3AE's encoder is shared with text)."

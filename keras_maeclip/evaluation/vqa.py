@@ -237,10 +237,10 @@ def _towers(model):
     `width` and `heads` of the image tower, `num_image_tokens`,
     `text_length` (the text position table's length).
     """
-    from keras_maeclip.models import CLIPBackbone, M3AEBackbone
+    from keras_maeclip.models import ImageTextBackbone, M3AEBackbone
 
     backbone = getattr(model, "backbone", None)
-    if isinstance(backbone, CLIPBackbone):
+    if isinstance(backbone, ImageTextBackbone):
         image, text = backbone.image_encoder, backbone.text_encoder
         return {
             "towers": (image, text),
@@ -421,7 +421,7 @@ def vqa_inputs(model, images, questions, batch_size=1024):
     """Preprocessed VQA inputs through the model's preprocessor.
 
     Args:
-        model: a task with a `CLIPPreprocessor` (`model.preprocessor`).
+        model: a task with an `ImageTextPreprocessor` (`model.preprocessor`).
         images: uint8/float array `(n, H, W, 3)` in [0, 255].
         questions: str array `(n,)`, tokenized as captions.
         batch_size: int, rows preprocessed at once.
@@ -431,7 +431,7 @@ def vqa_inputs(model, images, questions, batch_size=1024):
     """
     if getattr(model, "preprocessor", None) is None:
         raise ValueError(
-            "vqa_inputs needs model.preprocessor (a CLIPPreprocessor) to "
+            "vqa_inputs needs model.preprocessor (a ImageTextPreprocessor) to "
             "resize the images and tokenize the questions; build the task "
             "with preprocessor=..."
         )

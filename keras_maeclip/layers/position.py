@@ -71,6 +71,11 @@ def sincos_2d(embed_dim, grid_size):
 class SinCosPositionEncoding2D(keras.layers.Layer):
     """Adds a fixed (non-trainable) 2-D sin-cos encoding to patch tokens.
 
+    The table is a constant computed from `grid_size` and the token width,
+    not a saved weight: a model reloads at another image size with the table
+    of the new grid. Weights files that still hold the table (saved before
+    this change) load; the stored table is ignored.
+
     Args:
         grid_size: int or `(grid_h, grid_w)`. Patch grid of the tokens.
         **kwargs: base layer arguments.
@@ -97,19 +102,27 @@ class SinCosPositionEncoding2D(keras.layers.Layer):
         self.grid_size = grid_size
 
     def build(self, input_shape):
-        table = sincos_2d(input_shape[-1], self.grid_size)
-        self.encoding = self.add_weight(
-            name="encoding",
-            shape=tuple(table.shape),
-            initializer="zeros",
-            trainable=False,
-            dtype="float32",
-        )
-        self.encoding.assign(table)
+        # A constant computed from the config, not a variable: it is never
+        # saved, so a preset loads at another grid size (resolution change).
+        self._table = ops.convert_to_numpy(sincos_2d(input_shape[-1], self.grid_size))
         self.built = True
 
+    @property
+    def encoding(self):
+        """The `(patches, width)` float32 table (after `build`)."""
+        return self._table
+
     def call(self, tokens):
-        return tokens + ops.cast(self.encoding, tokens.dtype)[None]
+        return tokens + ops.cast(ops.convert_to_tensor(self._table), tokens.dtype)[None]
+
+    def load_own_variables(self, store):
+        # Presets saved before the table became a constant hold it as one
+        # weight ("encoding"); it is recomputed from the config, so skip it.
+        if len(store.keys()) > 1:
+            raise ValueError(
+                f"Layer '{self.name}' holds no weights (its sin-cos table is computed "
+                f"from the config) but the file has {len(store.keys())} for it."
+            )
 
     def get_config(self):
         config = super().get_config()

@@ -1,15 +1,21 @@
 """Encoders, pretraining models, preprocessing and presets."""
 
 from keras_maeclip.models.clip import CLIP
-from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.clip_backbone import CLIPBackbone, ImageTextBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
+from keras_maeclip.models.hub_towers import HubBertTower, HubViTTower
 from keras_maeclip.models.m3ae import M3AE
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.mae import MAE
 from keras_maeclip.models.mae_clip import MAECLIP
-from keras_maeclip.models.preprocessor import CLIPPreprocessor, image_converter
+from keras_maeclip.models.preprocessor import (
+    CLIPPreprocessor,
+    ImageTextPreprocessor,
+    image_converter,
+)
 from keras_maeclip.models.presets import list_presets, preset_config, preset_sizes
 from keras_maeclip.models.pretraining_task import PretrainingTask, default_optimizer
+from keras_maeclip.models.resolution import with_image_size
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.preprocessor import (
     SPECIAL_TOKENS,
@@ -20,9 +26,13 @@ from keras_maeclip.models.vit_encoder import ViTEncoder
 
 __all__ = [
     "CLIP",
-    "CLIPBackbone",
-    "CLIPPreprocessor",
+    "CLIPBackbone",  # old name of ImageTextBackbone
+    "CLIPPreprocessor",  # old name of ImageTextPreprocessor
+    "ImageTextBackbone",
+    "ImageTextPreprocessor",
     "CrossModalDecoder",
+    "HubBertTower",
+    "HubViTTower",
     "M3AE",
     "M3AEBackbone",
     "MAE",
@@ -38,4 +48,5 @@ __all__ = [
     "list_presets",
     "preset_config",
     "preset_sizes",
+    "with_image_size",
 ]

@@ -7,9 +7,10 @@ from keras import ops
 
 from keras_maeclip.losses import ContrastiveLoss
 from keras_maeclip.models._validation import check_images
-from keras_maeclip.models.clip_backbone import CLIPBackbone
-from keras_maeclip.models.preprocessor import CLIPPreprocessor
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
+from keras_maeclip.models.preprocessor import ImageTextPreprocessor
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_METRICS = (
     "contrastive_loss",
@@ -24,7 +25,7 @@ CONTRASTIVE_METRICS = (
 class CLIP(PretrainingTask):
     """Contrastive language–image pretraining (keras-hub `Task`).
 
-    A `CLIPBackbone` (two towers, pooling, bias-free projections) plus the
+    A `ImageTextBackbone` (two towers, pooling, bias-free projections) plus the
     symmetric InfoNCE loss with a learned temperature. `fit` trains it
     through the `compute_loss` override on every backend; the logs report
     `loss` (total), `contrastive_loss`, `logit_scale`, `uses_local_negatives`
@@ -32,8 +33,8 @@ class CLIP(PretrainingTask):
     top-1 `image_to_text_accuracy` / `text_to_image_accuracy`.
 
     Args:
-        backbone: a `CLIPBackbone`.
-        preprocessor: a `CLIPPreprocessor` or `None`. With one, `fit` accepts
+        backbone: an `ImageTextBackbone`.
+        preprocessor: an `ImageTextPreprocessor` or `None`. With one, `fit` accepts
             raw `{"images", "captions"}` batches.
         negatives: `"global"` (all pairs in the batch) or `"local"`
             (negatives only inside blocks of `local_batch_size`). Defaults
@@ -56,8 +57,10 @@ class CLIP(PretrainingTask):
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3.
     """
 
-    backbone_cls = CLIPBackbone
-    preprocessor_cls = CLIPPreprocessor
+    presets = named_presets("CLIP_PRESETS")
+
+    backbone_cls = ImageTextBackbone
+    preprocessor_cls = ImageTextPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "negatives", "local_batch_size", "local_steps", "init_logit_scale", "max_logit_scale",

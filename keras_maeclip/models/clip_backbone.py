@@ -9,11 +9,19 @@ from keras_maeclip.losses import l2_normalize
 from keras_maeclip.models._validation import check_images, check_positive
 from keras_maeclip.models.text_encoder import TextEncoder
 from keras_maeclip.models.vit_encoder import ViTEncoder
+from keras_maeclip.models._preset_listing import named_presets
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
-class CLIPBackbone(keras_hub.models.Backbone):
+class ImageTextBackbone(keras_hub.models.Backbone):
     """Image tower + text tower + pooling + bias-free projections.
+
+    The backbone of `CLIP` and `MAECLIP`. Not keras-hub's
+    `keras_hub.models.CLIPBackbone` (OpenAI CLIP's architecture); named
+    apart so the two cannot be mistaken in code or in loader errors. It was
+    called `CLIPBackbone` before; that name stays importable from
+    `keras_maeclip.models` as an alias, and presets saved under it load as
+    this class.
 
     Each tower's token sequence is pooled (`"map"`, `"gap"`, `"max"` or
     `"first"`; text pooling ignores padding), projected without bias to
@@ -23,8 +31,10 @@ class CLIPBackbone(keras_hub.models.Backbone):
     the other modes pool the patch tokens only.
 
     Args:
-        image_encoder: a `ViTEncoder`.
-        text_encoder: a `TextEncoder`.
+        image_encoder: an image tower: a `ViTEncoder`, or a keras-hub
+            `ViTBackbone` in a `HubViTTower`.
+        text_encoder: a text tower: a `TextEncoder`, or a keras-hub
+            `BertBackbone` in a `HubBertTower`.
         embedding_dim: int. Width of the joint embedding space.
         image_pooling: str, defaults to `"gap"`.
         text_pooling: str, defaults to `"gap"`.
@@ -37,7 +47,7 @@ class CLIPBackbone(keras_hub.models.Backbone):
     `(batch, embedding_dim)`, unit norm.
 
     Example:
-    >>> backbone = CLIPBackbone.from_preset("clip_tiny_gap", vocabulary_size=64)
+    >>> backbone = ImageTextBackbone.from_preset("clip_tiny_gap", vocabulary_size=64)
     >>> out = backbone({"images": np.zeros((2, 32, 32, 3)),
     ...                 "token_ids": np.ones((2, 16), "int32"),
     ...                 "padding_mask": np.ones((2, 16), "int32")})
@@ -47,6 +57,8 @@ class CLIPBackbone(keras_hub.models.Backbone):
     References: Radford et al. 2021 (CLIP); Weers et al. 2023 §3 and §4
     (pooling ablation).
     """
+
+    presets = named_presets("CLIP_PRESETS")
 
     def __init__(
         self,
@@ -140,7 +152,10 @@ class CLIPBackbone(keras_hub.models.Backbone):
         `image_embedder().predict(...)` runs compiled on every backend.
         """
         if getattr(self, "_image_embedder", None) is None:
-            images = keras.Input(shape=self.image_encoder.input.shape[1:], name="images")
+            encoder = self.image_encoder
+            images = keras.Input(
+                shape=(encoder.image_size, encoder.image_size, encoder.num_channels), name="images"
+            )
             self._image_embedder = keras.Model(
                 images, self.embed_image_tokens(self.image_encoder(images))
             )
@@ -191,10 +206,22 @@ class CLIPBackbone(keras_hub.models.Backbone):
             load_weights: bool. For a directory, whether to load its weights.
             **kwargs: config overrides for a named preset (e.g.
                 `vocabulary_size=`, `image_size=`, `image_pooling=`), or
-                keras-hub loader arguments for a directory.
+                keras-hub loader arguments for a directory, plus `image_size=`
+                to load it at another resolution (positions follow the grid).
         """
         from keras_maeclip.models.presets import build_clip_backbone, is_directory_preset
 
         if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+            from keras_maeclip.models.resolution import with_image_size
+
+            image_size = kwargs.pop("image_size", None)
+            backbone = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            return with_image_size(backbone, image_size) if image_size else backbone
         return build_clip_backbone(preset, **kwargs)
+
+
+# Its name before the rename: importable, and presets whose config.json says
+# "keras_maeclip>CLIPBackbone" deserialise to this class (an extra key, in
+# this package's own namespace, of Keras' public custom-object dict).
+CLIPBackbone = ImageTextBackbone
+keras.saving.get_custom_objects()["keras_maeclip>CLIPBackbone"] = ImageTextBackbone

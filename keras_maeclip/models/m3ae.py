@@ -8,9 +8,10 @@ from keras_maeclip.losses import pixel_reconstruction_loss, token_reconstruction
 from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
-from keras_maeclip.models.preprocessor import CLIPPreprocessor, resolve_text_mask_ids
+from keras_maeclip.models.preprocessor import ImageTextPreprocessor, resolve_text_mask_ids
 from keras_maeclip.models.presets import build_m3ae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
+from keras_maeclip.models._preset_listing import named_presets
 
 _INPUT_KEYS = ("images", "token_ids", "padding_mask")
 
@@ -42,7 +43,7 @@ class M3AE(PretrainingTask):
     encoder still never sees the masked tokens' ids.
 
     `fit` takes preprocessed `{"images", "token_ids", "padding_mask"}`
-    batches, or raw `{"images", "captions"}` ones when a `CLIPPreprocessor`
+    batches, or raw `{"images", "captions"}` ones when an `ImageTextPreprocessor`
     is set. Calling the model returns `{"pixels": (batch, patches, p²·C)
     predictions (normalised per patch when `norm_pix_loss`), "image_mask":
     float32, 1 = masked, "token_logits": (batch, length, vocabulary),
@@ -63,7 +64,7 @@ class M3AE(PretrainingTask):
         special_token_ids: ints or `None`. Ids never masked; `None` as for
             `mask_token_id`.
         seed: int or `None`, seeds the image and text masking noise.
-        preprocessor: optional `CLIPPreprocessor`.
+        preprocessor: optional `ImageTextPreprocessor`.
         compile: bool. Compile with the defaults of `compile()`.
         **kwargs: `keras_hub.models.Task` arguments.
 
@@ -81,8 +82,10 @@ class M3AE(PretrainingTask):
     Weers et al. 2023 §3.
     """
 
+    presets = named_presets("M3AE_PRESETS")
+
     backbone_cls = M3AEBackbone
-    preprocessor_cls = CLIPPreprocessor
+    preprocessor_cls = ImageTextPreprocessor
     # Task arguments that `from_preset` separates from architecture overrides.
     task_keys = PretrainingTask.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",
@@ -226,7 +229,7 @@ def _check_inputs(inputs, backbone):
         got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
         raise ValueError(
             f"M3AE expects a dict with {list(_INPUT_KEYS)}; got {got}. Run raw "
-            "{'images', 'captions'} batches through the CLIPPreprocessor "
+            "{'images', 'captions'} batches through the ImageTextPreprocessor "
             "(or set model.preprocessor)."
         )
     length = inputs["token_ids"].shape[-1]

@@ -7,6 +7,7 @@ from keras import ops
 from keras_maeclip.layers import ModalityEmbedding, PatchEmbedding, SinCosPositionEncoding2D
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
+from keras_maeclip.models._preset_listing import named_presets
 
 IMAGE_MODALITY = 0
 TEXT_MODALITY = 1
@@ -69,6 +70,8 @@ class M3AEBackbone(keras_hub.models.Backbone):
     References: Geng et al. 2022 (M3AE) §3 and `m3ae/model.py`
     (`forward_representation`, type embeddings); Weers et al. 2023 §3.
     """
+
+    presets = named_presets("M3AE_PRESETS")
 
     def __init__(
         self,
@@ -242,7 +245,8 @@ class M3AEBackbone(keras_hub.models.Backbone):
             **kwargs: architecture overrides for a named preset (see
                 `keras_maeclip.models.presets.build_m3ae_parts`; a
                 `decoder=` override is checked by `M3AE.from_preset` only),
-                or keras-hub loader arguments for a directory.
+                or keras-hub loader arguments for a directory, plus
+                `image_size=` to load it at another resolution.
 
         Example:
         >>> M3AEBackbone.from_preset("m3ae_tiny", vocabulary_size=64).num_patches
@@ -251,7 +255,11 @@ class M3AEBackbone(keras_hub.models.Backbone):
         from keras_maeclip.models.presets import _m3ae_config, is_directory_preset
 
         if is_directory_preset(preset):
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+            from keras_maeclip.models.resolution import with_image_size
+
+            image_size = kwargs.pop("image_size", None)
+            backbone = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            return with_image_size(backbone, image_size) if image_size else backbone
         kwargs.pop("decoder", None)
         name = kwargs.pop("name", "m3ae_backbone")
         config, _, dtype = _m3ae_config(preset, kwargs)

@@ -10,6 +10,7 @@ from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.presets import build_mae_parts
 from keras_maeclip.models.pretraining_task import PretrainingTask
 from keras_maeclip.models.vit_encoder import ViTEncoder
+from keras_maeclip.models._preset_listing import named_presets
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
@@ -43,6 +44,8 @@ class MAE(PretrainingTask):
 
     References: He et al. 2022 (MAE); Weers et al. 2023 §3.
     """
+
+    presets = named_presets("MAE_PRESETS")
 
     backbone_cls = ViTEncoder
     task_keys = PretrainingTask.task_keys + ("mask_ratio", "norm_pix_loss", "seed")

@@ -9,6 +9,7 @@ from keras_maeclip.models._validation import check_images
 from keras_maeclip.models.clip import CLIP, CONTRASTIVE_METRICS
 from keras_maeclip.models.preprocessor import resolve_text_mask_ids
 from keras_maeclip.models.presets import build_maeclip_parts
+from keras_maeclip.models._preset_listing import named_presets
 
 CONTRASTIVE_VIEWS = ("masked", "full")
 MASKING_STRATEGIES = ("random", "similarity")
@@ -52,10 +53,10 @@ class MAECLIP(CLIP):
     `text_targets`.
 
     Args:
-        backbone: a `CLIPBackbone`.
+        backbone: an `ImageTextBackbone`.
         decoder: a `CrossModalDecoder` with a text head for the backbone's
             patch grid, vocabulary and sequence length.
-        preprocessor: a `CLIPPreprocessor` or `None`.
+        preprocessor: an `ImageTextPreprocessor` or `None`.
         image_mask_ratio: float, defaults to `0.75`.
         text_mask_ratio: float, defaults to `0.15` (the text tower also feeds
             the contrastive loss; M3AE uses 0.75).
@@ -85,6 +86,8 @@ class MAECLIP(CLIP):
     References: Weers et al. 2023 (MAE-CLIP); He et al. 2022 (MAE); Geng et
     al. 2022 (M3AE); Li et al. 2023 (FLIP, the one-pass masked view).
     """
+
+    presets = named_presets("MAECLIP_PRESETS")
 
     task_keys = CLIP.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",

@@ -9,7 +9,7 @@ import keras_hub
 import tensorflow as tf
 from keras_hub.src.utils.tensor_utils import preprocessing_function
 
-from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
@@ -116,7 +116,7 @@ def resolve_text_mask_ids(preprocessor, vocabulary_size, mask_token_id=None, spe
     """The masked-text ids a model uses: given ones, else the tokenizer's.
 
     Args:
-        preprocessor: a `CLIPPreprocessor` or `None` (`learn_vocabulary`'s
+        preprocessor: an `ImageTextPreprocessor` or `None` (`learn_vocabulary`'s
             layout).
         vocabulary_size: int, the model's vocabulary, to check the ids.
         mask_token_id: int or `None`.
@@ -172,8 +172,13 @@ def image_converter(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
-class CLIPPreprocessor(keras_hub.models.Preprocessor):
+class ImageTextPreprocessor(keras_hub.models.Preprocessor):
     """Turns `{"images", "captions"}` into `{"images", "token_ids", "padding_mask"}`.
+
+    The preprocessor of `CLIP` and `MAECLIP` (not keras-hub's
+    `keras_hub.models.CLIPPreprocessor`, which pairs with its own
+    `CLIPBackbone`). Called `CLIPPreprocessor` before the rename; that name
+    stays importable as an alias and old presets load as this class.
 
     Images (uint8 or float in [0, 255], `(H, W, 3)` or `(batch, H, W, 3)`)
     are resized (centre crop to square, bilinear, antialiased) and
@@ -194,14 +199,14 @@ class CLIPPreprocessor(keras_hub.models.Preprocessor):
 
     Example:
     >>> tok = caption_tokenizer(learn_vocabulary(["a red circle"], 40))
-    >>> pre = CLIPPreprocessor(tok, image_converter(32), sequence_length=8)
+    >>> pre = ImageTextPreprocessor(tok, image_converter(32), sequence_length=8)
     >>> out = pre({"images": np.zeros((2, 64, 64, 3), "uint8"),
     ...            "captions": ["a red circle", "a circle"]})
     >>> out["images"].shape, out["token_ids"].shape
     ((2, 32, 32, 3), (2, 8))
     """
 
-    backbone_cls = CLIPBackbone
+    backbone_cls = ImageTextBackbone
     tokenizer_cls = keras_hub.tokenizers.WordPieceTokenizer
     image_converter_cls = keras_hub.layers.ImageConverter
 
@@ -234,12 +239,12 @@ class CLIPPreprocessor(keras_hub.models.Preprocessor):
         if not isinstance(x, dict) or not ({"images", "captions"} & set(x)):
             got = sorted(x) if isinstance(x, dict) else type(x).__name__
             raise ValueError(
-                "CLIPPreprocessor expects a dict with 'images' and/or "
+                "ImageTextPreprocessor expects a dict with 'images' and/or "
                 f"'captions'; got {got}."
             )
         if "token_ids" in x:
             raise ValueError(
-                "CLIPPreprocessor got inputs that already hold 'token_ids' "
+                "ImageTextPreprocessor got inputs that already hold 'token_ids' "
                 "(already preprocessed). Pass raw {'images', 'captions'} "
                 "batches, or set model.preprocessor = None to feed "
                 "preprocessed ones."
@@ -286,3 +291,8 @@ class CLIPPreprocessor(keras_hub.models.Preprocessor):
         config = super().get_config()
         config["sequence_length"] = self.sequence_length
         return config
+
+
+# Its name before the rename (see `ImageTextBackbone`'s note).
+CLIPPreprocessor = ImageTextPreprocessor
+keras.saving.get_custom_objects()["keras_maeclip>CLIPPreprocessor"] = ImageTextPreprocessor

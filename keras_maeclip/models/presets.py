@@ -1,17 +1,21 @@
-"""Named architecture presets, registered with keras-hub's preset registry.
+"""Named architecture presets, resolved by this library's own classes.
 
 These are architectures, not checkpoints: the library ships no pretrained
 weights, so a named preset builds a randomly initialised model. Trained
 models are saved with `save_to_preset(dir)` and reloaded from that
-directory with `from_preset(dir)`.
+directory (or an `hf://` / `kaggle://` handle) with `from_preset(dir)`.
+
+The names live here only: `CLIP.presets`, `MAECLIP.presets`, ... list them
+(`named_presets` below) and each class's `from_preset` builds them. Nothing
+is put into keras-hub's global preset registry, so keras-hub's own lookups
+(`keras_hub.models.Backbone.from_preset(name)`) never see names without a
+checkpoint behind them.
 """
 
 import copy
 import os
 
-from keras_hub.src.utils.preset_utils import register_presets
-
-from keras_maeclip.models.clip_backbone import CLIPBackbone
+from keras_maeclip.models.clip_backbone import ImageTextBackbone
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.m3ae_backbone import M3AEBackbone
 from keras_maeclip.models.text_encoder import TextEncoder
@@ -38,7 +42,6 @@ _TEXT_BENCH = dict(
 def _preset(description, image, text, embedding_dim, pooling):
     return {
         "metadata": {"description": description, "path": "clip", "params": None},
-        "kaggle_handle": None,
         "config": {
             "image_encoder": dict(image),
             "text_encoder": dict(text),
@@ -68,7 +71,6 @@ CLIP_PRESETS["clip_bench_small"] = _preset(
     _VIT_BENCH, _TEXT_BENCH, 256, "gap",
 )
 
-register_presets(CLIP_PRESETS, CLIPBackbone)
 
 # MAE: an image tower and an image-only decoder (MAE's 512 wide × 8 blocks).
 MAE_PRESETS = {
@@ -78,7 +80,6 @@ MAE_PRESETS = {
             "path": "mae",
             "params": None,
         },
-        "kaggle_handle": None,
         "config": {"image_encoder": dict(_VIT_B16), "decoder": dict(hidden_dim=512, num_layers=8, num_heads=16)},
     },
     "mae_tiny": {
@@ -87,11 +88,9 @@ MAE_PRESETS = {
             "path": "mae",
             "params": None,
         },
-        "kaggle_handle": None,
         "config": {"image_encoder": dict(_VIT_TINY), "decoder": dict(hidden_dim=64, num_layers=2, num_heads=4)},
     },
 }
-register_presets(MAE_PRESETS, ViTEncoder)
 
 # MAE-CLIP: a CLIP backbone preset plus a cross-modal decoder.
 _DECODER_PAPER = dict(hidden_dim=512, num_layers=8, num_heads=16)
@@ -102,7 +101,6 @@ _DECODER_BENCH = dict(hidden_dim=256, num_layers=4, num_heads=8)
 def _maeclip_preset(clip_name, decoder, description):
     return {
         "metadata": {"description": description, "path": "maeclip", "params": None},
-        "kaggle_handle": None,
         "config": {**copy.deepcopy(CLIP_PRESETS[clip_name]["config"]), "decoder": dict(decoder)},
     }
 
@@ -123,7 +121,6 @@ MAECLIP_PRESETS["maeclip_bench_small"] = _maeclip_preset(
     "clip_bench_small", _DECODER_BENCH,
     "The benchmark workload with a cross-modal decoder 256 wide × 4 blocks.",
 )
-register_presets(MAECLIP_PRESETS, CLIPBackbone)
 
 # M3AE: one shared encoder over image patches and text tokens, plus a
 # cross-modal decoder (M3AE's 512 wide × 8 blocks).
@@ -136,7 +133,6 @@ M3AE_PRESETS = {
             "path": "m3ae",
             "params": None,
         },
-        "kaggle_handle": None,
         "config": {
             "encoder": dict(_VIT_B16, vocabulary_size=30522, sequence_length=64),
             "decoder": dict(_DECODER_PAPER),
@@ -150,14 +146,12 @@ M3AE_PRESETS = {
             "path": "m3ae",
             "params": None,
         },
-        "kaggle_handle": None,
         "config": {
             "encoder": dict(_VIT_TINY, vocabulary_size=1000, sequence_length=16),
             "decoder": dict(_DECODER_TINY),
         },
     },
 }
-register_presets(M3AE_PRESETS, M3AEBackbone)
 
 # Overrides that users pass flat and that belong to one tower.
 _IMAGE_KEYS = ("image_size", "patch_size")
@@ -279,13 +273,13 @@ def build_mae_parts(name, **overrides):
 
 
 def build_clip_backbone(name, **overrides):
-    """A randomly initialised `CLIPBackbone` from a named preset."""
+    """A randomly initialised `ImageTextBackbone` from a named preset."""
     config = preset_config(name, **overrides)
     return _clip_backbone_from_config(config, config.pop("dtype", None))
 
 
 def _clip_backbone_from_config(config, dtype):
-    return CLIPBackbone(
+    return ImageTextBackbone(
         image_encoder=ViTEncoder(**config.pop("image_encoder"), dtype=dtype, name="image_encoder"),
         text_encoder=TextEncoder(**config.pop("text_encoder"), dtype=dtype, name="text_encoder"),
         dtype=dtype,
@@ -294,7 +288,7 @@ def _clip_backbone_from_config(config, dtype):
 
 
 def build_maeclip_parts(name, **overrides):
-    """A randomly initialised `(CLIPBackbone, CrossModalDecoder)` of a named MAE-CLIP preset.
+    """A randomly initialised `(ImageTextBackbone, CrossModalDecoder)` of a named MAE-CLIP preset.
 
     Args:
         name: a name from `MAECLIP_PRESETS`.

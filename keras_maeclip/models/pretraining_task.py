@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_maeclip.losses import cross_replica
 from keras_maeclip.models.presets import is_directory_preset
+from keras_maeclip.models.resolution import with_image_size
 
 
 def default_optimizer(
@@ -244,7 +245,8 @@ class PretrainingTask(keras_hub.models.Task):
                 `image_size=`, `decoder={...}`); with a preprocessor that
                 has a tokenizer, the text tower's vocabulary and sequence
                 length follow it unless given. For a directory, keras-hub
-                loader arguments.
+                loader arguments, and `image_size=` to load at another
+                resolution (`keras_maeclip.models.resolution.with_image_size`).
 
         Example:
         >>> CLIP.from_preset("nope")
@@ -257,7 +259,9 @@ class PretrainingTask(keras_hub.models.Task):
                 # (keras-hub would pick the first subclass sharing the
                 # backbone class, e.g. MAECLIP for a saved CLIP.)
                 return _saved_task_class(preset).from_preset(preset, load_weights=load_weights, **kwargs)
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+            image_size = kwargs.pop("image_size", None)
+            task = super().from_preset(preset, load_weights=load_weights, **kwargs)
+            return with_image_size(task, image_size) if image_size else task
         task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")
         if cls.text_overrides is not None and preprocessor is not None:

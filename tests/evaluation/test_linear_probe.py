@@ -109,10 +109,10 @@ def test_probe_on_a_trained_tiny_clip_beats_a_random_encoder(vocabulary):
     512 steps of batch 32 take the contrastive loss from chance (3.47) to
     about 1.3; measured top-1 with JAX: trained 0.96, random 0.45 (chance 0.17).
     """
-    from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+    from keras_maeclip.models import ImageTextPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
 
     captions = synthetic.captions(1024, seed=0, image_size=16, max_objects=1)
-    preprocessor = CLIPPreprocessor(
+    preprocessor = ImageTextPreprocessor(
         caption_tokenizer(learn_vocabulary(captions, 300)), image_converter(16), sequence_length=16
     )
     train = next(synthetic.synthetic_dataset(1024, seed=0, image_size=16, max_objects=1).batch(1024).as_numpy_iterator())

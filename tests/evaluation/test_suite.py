@@ -23,7 +23,7 @@ def test_applicable_follows_the_model_kind(preprocessor):
 
 
 def test_base_class_loads_the_saved_task_class(preprocessor, tmp_path):
-    # keras-hub alone would pick MAECLIP (the first subclass with a CLIPBackbone).
+    # keras-hub alone would pick MAECLIP (the first subclass with a ImageTextBackbone).
     make_clip(preprocessor).save_to_preset(str(tmp_path))
     model = PretrainingTask.from_preset(str(tmp_path))
     assert type(model) is CLIP and not isinstance(model, MAECLIP)

@@ -20,7 +20,7 @@ from keras_maeclip.evaluation.vqa import (
 from keras_maeclip.models import (
     MAE,
     M3AE,
-    CLIPPreprocessor,
+    ImageTextPreprocessor,
     caption_tokenizer,
     image_converter,
     learn_vocabulary,
@@ -45,7 +45,7 @@ def qa_preprocessor(splits):
     """16² images, 12 tokens, a vocabulary that knows the question words."""
     (_, train_questions, _), (_, test_questions, _, _) = splits
     vocabulary = learn_vocabulary(list(CAPTIONS) + list(train_questions) + list(test_questions), 200)
-    return CLIPPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)
+    return ImageTextPreprocessor(caption_tokenizer(vocabulary), image_converter(16), sequence_length=12)
 
 
 def vocabulary_size_of(preprocessor):

@@ -8,13 +8,13 @@ import sys
 import keras
 import numpy as np
 
-from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+from keras_maeclip.models import ImageTextPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
 from tests.tiny import CAPTIONS, make_clip, raw_batch
 
 
 def main(out_dir):
     keras.utils.set_random_seed(7)
-    preprocessor = CLIPPreprocessor(
+    preprocessor = ImageTextPreprocessor(
         caption_tokenizer(learn_vocabulary(CAPTIONS, 200)), image_converter(16), sequence_length=12
     )
     model = make_clip(preprocessor, preset="clip_tiny_map")

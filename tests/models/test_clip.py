@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_maeclip.models import CLIP, CLIPBackbone, list_presets
+from keras_maeclip.models import CLIP, ImageTextBackbone, list_presets
 from tests.losses.test_contrastive import numpy_info_nce
 from tests.tiny import make_clip, raw_batch
 
@@ -127,7 +127,7 @@ def test_preset_save_and_load_reproduce_outputs_and_vocabulary(preprocessor, tmp
     after = outputs(restored, restored.preprocessor(raw))
     for key in before:
         np.testing.assert_array_equal(after[key], before[key])
-    backbone = CLIPBackbone.from_preset(str(tmp_path))
+    backbone = ImageTextBackbone.from_preset(str(tmp_path))
     np.testing.assert_array_equal(
         to_np(backbone(preprocessor(raw))["text_embeddings"]), before["text_embeddings"]
     )

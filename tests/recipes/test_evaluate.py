@@ -10,7 +10,7 @@ import keras
 
 from keras_maeclip.data import synthetic
 from keras_maeclip.evaluation import suite
-from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+from keras_maeclip.models import ImageTextPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
 from tests.models.test_mae_clip import make
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,7 +20,7 @@ def test_evaluate_recipe_runs_every_evaluation_and_writes_json_and_pictures(tmp_
     corpus = list(synthetic.captions(200, image_size=16)) + [
         "what colour is the circle?", "how many shapes are there?", "where is the red square?"
     ]
-    preprocessor = CLIPPreprocessor(
+    preprocessor = ImageTextPreprocessor(
         caption_tokenizer(learn_vocabulary(corpus, 200)), image_converter(16), sequence_length=16
     )
     make(preprocessor).save_to_preset(str(tmp_path / "preset"))
@@ -57,7 +57,7 @@ def test_evaluate_recipe_runs_every_evaluation_and_writes_json_and_pictures(tmp_
 
 
 def test_evaluate_recipe_refuses_an_evaluation_the_model_does_not_take(tmp_path):
-    preprocessor = CLIPPreprocessor(
+    preprocessor = ImageTextPreprocessor(
         caption_tokenizer(learn_vocabulary(list(synthetic.captions(50, image_size=16)), 100)),
         image_converter(16), sequence_length=16,
     )

@@ -97,14 +97,14 @@ class Probe(keras.callbacks.Callback):
 
 def train(backup_dir, out_dir, pause_at=0, steps_per_epoch=8, epochs=5, save_every=5):
     """The job; `main` runs it from the command line, the tests also in-process."""
-    from keras_maeclip.models import CLIPPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
+    from keras_maeclip.models import ImageTextPreprocessor, caption_tokenizer, image_converter, learn_vocabulary
     from keras_maeclip.training.fault_tolerance import fault_tolerance_callbacks, resumed_step
     from tests.tiny import CAPTIONS, make_clip
 
     args = argparse.Namespace(out_dir=str(out_dir), pause_at=pause_at, save_every=save_every)
     os.makedirs(args.out_dir, exist_ok=True)
     keras.utils.set_random_seed(0)
-    preprocessor = CLIPPreprocessor(
+    preprocessor = ImageTextPreprocessor(
         caption_tokenizer(learn_vocabulary(CAPTIONS, 200)), image_converter(16), sequence_length=12
     )
     model = make_clip(preprocessor)
