@@ -59,6 +59,7 @@ flags.DEFINE_string("validation_reference", None, "With --validate_data: a secon
 flags.DEFINE_integer("validate_examples", 5000, "Records read by --validate_data per split.")
 flags.DEFINE_bool("strict_data", False, "Stop at the first bad record (with its key) instead of skipping and counting it.")
 flags.DEFINE_integer("train_examples", 20000, "Synthetic training examples (cycled).")
+flags.DEFINE_integer("max_train_records", None, "With --data: train on the first N records only, cycled in a reshuffled order (the study's data-size axis; per process under torchrun; default: all).")
 flags.DEFINE_integer("eval_examples", 1000, "Held-out examples for evaluation (synthetic scenes, or records of --data).")
 flags.DEFINE_float("eval_fraction", 0.05, "With --data: share of the records (by a hash of their key) held out of training; evaluation (held-out losses, retrieval, reconstructions) uses up to --eval_examples of them.")
 flags.DEFINE_integer("image_size", None, "Override the preset's image size.")
@@ -364,8 +365,14 @@ def _training_data(model, synthetic, image_size, setup):
         shards = {}
         if setup.backend == "torch" and setup.num_processes > 1:
             shards = dict(num_workers=setup.num_processes, worker_index=setup.process_index)
-        records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
-        records = holdout.split_records(records, FLAGS.eval_fraction, FLAGS.seed)[0]
+        if FLAGS.max_train_records:
+            # N distinct training records (file order), cached, reshuffled every pass.
+            records = holdout.split_records(_read_records(**shards), FLAGS.eval_fraction, FLAGS.seed)[0]
+            records = records.take(FLAGS.max_train_records).cache()
+            records = records.shuffle(min(FLAGS.max_train_records, 10000), seed=FLAGS.seed).repeat()
+        else:
+            records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
+            records = holdout.split_records(records, FLAGS.eval_fraction, FLAGS.seed)[0]
         data = decoding.decode_records(records, counter, strict=FLAGS.strict_data, data_name=FLAGS.data)
         default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
         scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
@@ -547,6 +554,13 @@ def _check_precision_flags():
         )
 
 
+def _check_data_flags():
+    if FLAGS.max_train_records is not None and FLAGS.max_train_records < 1:
+        raise app.UsageError(f"--max_train_records must be >= 1; got {FLAGS.max_train_records}.")
+    if FLAGS.max_train_records and FLAGS.data == "synthetic":
+        raise app.UsageError("--max_train_records limits --data files; for synthetic data use --train_examples.")
+
+
 def _logging_callbacks(output_dir):
     """Throughput (samples/s, per device, step time, ETA, TFLOP/s) then its loggers."""
     import keras
@@ -623,6 +637,7 @@ def main(argv):
     task_kwargs = _task_kwargs()  # flag errors before the slow imports
     _check_precision_flags()
     _check_run_flags()
+    _check_data_flags()
     select_backend(FLAGS.backend)
     setup = _configure_distribution()
     import keras
