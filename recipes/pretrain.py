@@ -57,6 +57,8 @@ flags.DEFINE_float("crop_scale_min", None, "Random-resized-crop minimum area for
 flags.DEFINE_bool("validate_data", False, "Check the training data with TFDV first (statistics, schema, anomalies; report in <output_dir>/data_validation) and stop if it is not fit to train on.")
 flags.DEFINE_string("validation_reference", None, "With --validate_data: a second split of --data_format checked against the training data's schema and for drift.")
 flags.DEFINE_integer("validate_examples", 5000, "Records read by --validate_data per split.")
+flags.DEFINE_bool("allow_outside_paths", False, "csv: accept image paths outside the manifest's folder (absolute paths, ../); refused by default so a manifest cannot read arbitrary files.")
+flags.DEFINE_float("max_skip_fraction", 0.5, "Stop with an error once more than this share of the records read so far were bad (judged after 1000 records, or at the end of a pass); 1.0 never stops.")
 flags.DEFINE_bool("strict_data", False, "Stop at the first bad record (with its key) instead of skipping and counting it.")
 flags.DEFINE_integer("train_examples", 20000, "Synthetic training examples (cycled).")
 flags.DEFINE_integer("max_train_records", None, "With --data: train on the first N records only, cycled in a reshuffled order (the study's data-size axis; per process under torchrun; default: all).")
@@ -286,7 +288,8 @@ def _validate_data(model, synthetic, output_dir):
                 "folder": readers.read_folder}.get(FLAGS.data_format)
         paths = FLAGS.validation_reference.split(",")
         reference = read(paths) if read else readers.read_csv(
-            paths[0], image_key=FLAGS.csv_img_key, caption_key=FLAGS.csv_caption_key, separator=_separator()
+            paths[0], image_key=FLAGS.csv_img_key, caption_key=FLAGS.csv_caption_key, separator=_separator(),
+            allow_outside_paths=FLAGS.allow_outside_paths,
         )
     tokenizer = model.preprocessor.tokenizer if model.preprocessor is not None else None
     result = validate.validate_data(
@@ -373,7 +376,10 @@ def _training_data(model, synthetic, image_size, setup):
         else:
             records = _read_records(shuffle_files=True, shuffle_buffer=10000, repeat=True, seed=FLAGS.seed, **shards)
             records = holdout.split_records(records, FLAGS.eval_fraction, FLAGS.seed)[0]
-        data = decoding.decode_records(records, counter, strict=FLAGS.strict_data, data_name=FLAGS.data)
+        data = decoding.decode_records(
+            records, counter, strict=FLAGS.strict_data, data_name=FLAGS.data,
+            max_skip_fraction=FLAGS.max_skip_fraction,
+        )
         default_scale = augment.MAE_CROP_SCALE if FLAGS.model == "mae" else augment.CLIP_CROP_SCALE
         scale = (FLAGS.crop_scale_min, 1.0) if FLAGS.crop_scale_min else default_scale
         data = augment.augment_records(data, image_size, training=True, scale=scale, seed=FLAGS.seed)
@@ -397,7 +403,7 @@ def _read_records(**options):
         raise app.UsageError(f"--data_format=csv takes one manifest; got {len(paths)} paths.")
     return readers.read_csv(
         paths[0], image_key=FLAGS.csv_img_key, caption_key=FLAGS.csv_caption_key,
-        separator=_separator(), **options,
+        separator=_separator(), allow_outside_paths=FLAGS.allow_outside_paths, **options,
     )
 
 

@@ -538,7 +538,7 @@ def _read_manifest(manifest, image_key, caption_key, separator, key_column, extr
             f"{os.path.abspath(folder or '.')!r} ({'; '.join(outside[:3])}{'; ...' if len(outside) > 3 else ''}). "
             "Such paths are refused so that a manifest cannot copy any file of the machine into the data; "
             "move the manifest above the images, or pass allow_outside_paths=True "
-            "(convert / validate: --allow_outside_paths) if you trust it."
+            "(pretrain / convert / validate: --allow_outside_paths) if you trust it."
         )
     if problems:
         warnings.warn(
