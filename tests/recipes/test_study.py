@@ -110,18 +110,21 @@ def _write_csv(folder, good, bad):
 
 
 def test_pretrain_max_train_records_reads_only_the_first_records(tmp_path):
-    manifest = _write_csv(tmp_path / "data", good=6, bad=6)
+    manifest = _write_csv(tmp_path / "data", good=20, bad=6)
     out = tmp_path / "run"
     cmd = [
         sys.executable, os.path.join(REPO, "recipes", "pretrain.py"), f"--backend={keras.config.backend()}",
         f"--data={manifest}", "--data_format=csv", "--csv_separator=,", "--max_train_records=6",
         "--train_examples=6", "--steps=3", "--warmup_steps=1", "--steps_per_epoch=3", "--batch_size=4",
         "--eval_examples=8", "--vocabulary_size=100", f"--output_dir={out}",
+        # The held-out share comes from the 20 good records (by key hash); the
+        # first 6 training records are good ones, the missing files come after.
+        "--eval_fraction=0.3",
     ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    # 12 samples from 6 records: the 6 missing files after them are never read.
+    # 12 samples from 6 records: the missing files after them are never read for training.
     assert not [k for k in metrics if k.startswith("data/skipped/")], metrics
     assert metrics["data/good_records"] >= 12
     refused = subprocess.run(cmd[:2] + ["--max_train_records=5"], cwd=REPO, capture_output=True, text=True, timeout=300)
