@@ -26,3 +26,34 @@ def select_backend(name=None):
             )
         os.environ["KERAS_BACKEND"] = name
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def concrete_values(tensor):
+    """The values of `tensor` as NumPy when it is not symbolic or traced, else `None`."""
+    import numpy as np
+
+    if isinstance(tensor, np.ndarray):
+        return tensor
+    module = type(tensor).__module__
+    try:
+        if module.startswith("jax"):
+            import jax
+
+            if isinstance(tensor, jax.core.Tracer):
+                return None
+            return np.asarray(tensor)
+        if module.startswith("tensorflow"):
+            import tensorflow as tf
+
+            if not tf.executing_eagerly() or not hasattr(tensor, "numpy"):
+                return None
+            return tensor.numpy()
+        if module.startswith("torch"):
+            import torch
+
+            if torch.compiler.is_compiling():
+                return None
+            return tensor.detach().cpu().numpy()
+    except Exception:  # noqa: BLE001 - any tensor that cannot be read is not checked
+        return None
+    return None

@@ -1,5 +1,7 @@
 """Config and input checks shared by the models; messages name the fix."""
 
+from keras_maeclip.backend import concrete_values
+
 
 def check_divisible(name, value, by_name, by):
     if int(by) <= 0 or int(value) % int(by):
@@ -102,7 +104,7 @@ def check_token_ids(token_ids, vocabulary_size):
     directly, and a `CLIPPreprocessor` whose tokenizer fits the model
     (checked at construction) only produces valid ids.
     """
-    values = _concrete(token_ids)
+    values = concrete_values(token_ids)
     if values is None or values.size == 0:
         return
     low, high = int(values.min()), int(values.max())
@@ -113,37 +115,6 @@ def check_token_ids(token_ids, vocabulary_size):
             "tokenize with the model's own tokenizer (model.preprocessor) or build the model "
             "with a vocabulary_size that covers your tokenizer."
         )
-
-
-def _concrete(tensor):
-    """The values of `tensor` as NumPy when it is not symbolic or traced, else `None`."""
-    import numpy as np
-
-    if isinstance(tensor, np.ndarray):
-        return tensor
-    module = type(tensor).__module__
-    try:
-        if module.startswith("jax"):
-            import jax
-
-            if isinstance(tensor, jax.core.Tracer):
-                return None
-            return np.asarray(tensor)
-        if module.startswith("tensorflow"):
-            import tensorflow as tf
-
-            if not tf.executing_eagerly() or not hasattr(tensor, "numpy"):
-                return None
-            return tensor.numpy()
-        if module.startswith("torch"):
-            import torch
-
-            if torch.compiler.is_compiling():
-                return None
-            return tensor.detach().cpu().numpy()
-    except Exception:  # noqa: BLE001 - any tensor that cannot be read is not checked
-        return None
-    return None
 
 
 def check_part(owner, name, value, expected):
