@@ -10,6 +10,9 @@ KERAS_BACKEND ?= jax
 export KERAS_BACKEND
 
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist). One module's tests stay in one process
+# (--dist loadscope), so module-scoped fixtures run once.
+TEST_WORKERS ?= 2
 REQUIREMENTS := requirements/base.txt requirements/test.txt requirements/constraints.txt pyproject.toml
 
 .PHONY: setup train test benchmark clean
@@ -29,7 +32,7 @@ train: setup
 	$(VENV)/bin/python recipes/pretrain.py $(ARGS)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q tests $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests $(ARGS)
 
 benchmark: setup
 	$(VENV)/bin/python benchmarks/train_step.py $(ARGS)
