@@ -4,15 +4,24 @@ import os
 import sys
 
 
+DEFAULT_BACKEND = "jax"
+
+
 def select_backend(name=None):
-    """Sets `KERAS_BACKEND` to `name` (when given) and quiets TF's C++ logs.
+    """Sets `KERAS_BACKEND` (from `name`, else the environment, else JAX) and quiets TF's C++ logs.
 
     Must run before the first import of keras or tensorflow, which read the
-    variable once.
+    variable once. With neither `name` nor `KERAS_BACKEND`, the recipes run
+    on JAX, the README's default (`make train`), rather than on whatever
+    Keras would pick, so that a recipe started as `python recipes/...` and
+    one started by `make` train on the same backend.
 
     Args:
         name: `"jax"`, `"tensorflow"`, `"torch"` or `None` (keep
-            `KERAS_BACKEND` / Keras' default).
+            `KERAS_BACKEND`, or JAX when it is unset).
+
+    Returns:
+        str, the backend keras will load.
 
     Raises:
         RuntimeError: keras is already imported, so the choice would be
@@ -25,7 +34,14 @@ def select_backend(name=None):
                 "set KERAS_BACKEND in the environment instead."
             )
         os.environ["KERAS_BACKEND"] = name
+    elif "keras" not in sys.modules:
+        os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.config.backend()
+    return os.environ["KERAS_BACKEND"]
 
 
 def concrete_values(tensor):

@@ -47,7 +47,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pretraining model.")
 flags.DEFINE_string("preset", None, "Architecture preset name or preset directory (default: the model's tiny preset).")
 flags.DEFINE_enum("pooling", None, ["gap", "max", "map"], "Pooling of both towers for clip/maeclip (default: the preset's).")
-flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND.")
+flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else jax.")
 flags.DEFINE_string("data", "synthetic", "'synthetic', or files of --data_format (comma-separated paths / globs / dirs).")
 flags.DEFINE_enum("data_format", "tfrecord", ["tfrecord", "csv", "webdataset", "folder"], "Format of --data files (see docs/data.md).")
 flags.DEFINE_string("csv_img_key", "filepath", "csv: column of image paths.")
@@ -584,9 +584,8 @@ def _logging_callbacks(output_dir):
     ]
 
 
-def _configure_distribution():
+def _configure_distribution(backend):
     """The backend's distribution engine for `--distribution` (docs/scaling.md)."""
-    backend = os.environ["KERAS_BACKEND"]
     if FLAGS.cpu_devices and backend == "torch":
         raise app.UsageError("--cpu_devices: on torch start N processes with torchrun --nproc_per_node=N.")
     if FLAGS.cpu_devices and backend == "jax":
@@ -644,8 +643,7 @@ def main(argv):
     _check_precision_flags()
     _check_run_flags()
     _check_data_flags()
-    select_backend(FLAGS.backend)
-    setup = _configure_distribution()
+    setup = _configure_distribution(select_backend(FLAGS.backend))
     import keras
 
     from keras_maeclip.data import synthetic
