@@ -50,6 +50,7 @@ flags.DEFINE_enum("linear_probe_pooling", None, ["gap", "max", "first", "map"], 
 flags.DEFINE_integer("linear_probe_epochs", 30, "Epochs of the linear-probe head.")
 flags.DEFINE_integer("vqa_epochs", 10, "VQA fine-tuning epochs.")
 flags.DEFINE_float("vqa_learning_rate", 1e-3, "VQA fine-tuning learning rate (AdamW).")
+flags.DEFINE_float("vqa_layer_decay", None, "Layer-wise learning-rate decay of the towers in VQA fine-tuning (MAE uses 0.65-0.75; default: one rate).")
 flags.DEFINE_bool("freeze_towers", False, "VQA: keep the pretrained towers frozen (default: fine-tune them, as the paper).")
 flags.DEFINE_list("segmentation_attributes", ["colour", "shape"], "Synthetic attributes to segment.")
 flags.DEFINE_integer("pictures", 8, "Images in grounding.png / reconstructions.png (0: none).")
@@ -136,6 +137,7 @@ def main(argv):
         vqa_epochs=FLAGS.vqa_epochs,
         vqa_learning_rate=FLAGS.vqa_learning_rate,
         vqa_freeze_towers=FLAGS.freeze_towers,
+        vqa_layer_decay=FLAGS.vqa_layer_decay,
         segmentation_attributes=tuple(FLAGS.segmentation_attributes),
         pictures=FLAGS.pictures,
         classification_dataset=FLAGS.classification_dataset,

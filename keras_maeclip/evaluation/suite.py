@@ -82,6 +82,8 @@ class SuiteConfig:
             `"max"`, `"first"`, `"map"` (a MAP head trained by the probe).
         linear_probe_epochs: epochs of the probe head.
         vqa_epochs, vqa_learning_rate, vqa_freeze_towers: VQA fine-tuning.
+        vqa_layer_decay: float or `None`, layer-wise learning-rate decay of
+            the towers in VQA fine-tuning (`fine_tune_vqa(layer_decay=)`).
         segmentation_attributes: synthetic attributes segmented.
         pictures: images in the grounding / reconstruction PNGs.
         classification_dataset: a TFDS name (`keras_maeclip.data.tfds`)
@@ -102,6 +104,7 @@ class SuiteConfig:
     vqa_epochs: int = 10
     vqa_learning_rate: float = 1e-3
     vqa_freeze_towers: bool = False
+    vqa_layer_decay: float = None
     segmentation_attributes: tuple = ("colour", "shape")
     pictures: int = 8
     classification_dataset: str = None
@@ -268,6 +271,7 @@ def vqa(model, config):
             epochs=config.vqa_epochs,
             learning_rate=config.vqa_learning_rate,
             freeze_towers=config.vqa_freeze_towers,
+            layer_decay=config.vqa_layer_decay,
             question_types=types,
             seed=config.seed,
         )

@@ -29,6 +29,7 @@ from keras import ops
 from keras_maeclip.layers import ModalityEmbedding
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
+from keras_maeclip.training.layer_decay import LayerDecayAdamW, layer_decay_scales
 
 # Rows of the fusion's type (modality) embedding.
 BOS_TYPE, IMAGE_TYPE, TEXT_TYPE = 0, 1, 2
@@ -534,6 +535,7 @@ def fine_tune_vqa(
     hidden_dim=None,
     question_types=None,
     seed=0,
+    layer_decay=None,
 ):
     """Fine-tune a VQA classifier on one split and score it on another.
 
@@ -566,6 +568,12 @@ def fine_tune_vqa(
             the fourth output of `synthetic_vqa(..., with_types=True)`);
             adds `"accuracy/<type>"`.
         seed: int, the global Keras seed set before building.
+        layer_decay: float in (0, 1] or `None` (default, one learning
+            rate). Layer-wise learning-rate decay of the towers
+            (`keras_maeclip.training.layer_decay_scales`, MAE's
+            fine-tuning `lr_decay`): block `i` of `L` trains at
+            `learning_rate · layer_decay ** (L - i)`, the fusion head at
+            the full rate.
 
     Returns:
         `(metrics, vqa_model)`: `metrics` is a dict with `"accuracy"` (test
@@ -596,8 +604,17 @@ def fine_tune_vqa(
         freeze_towers=freeze_towers,
     )
     vqa_model.answers = list(vocabulary)
+    if layer_decay is None:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    else:
+        scales = layer_decay_scales(model, layer_decay)
+        trained = {v.path for v in vqa_model.trainable_variables}
+        optimizer = LayerDecayAdamW(
+            learning_rate, weight_decay=weight_decay,
+            lr_scales={path: scale for path, scale in scales.items() if path in trained},
+        )
     vqa_model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     vqa_model.fit(train_x, train_ids, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)

@@ -18,6 +18,7 @@ from keras_maeclip.training.flops import (
     analytic_flops_per_sample,
     flop_count,
 )
+from keras_maeclip.training.layer_decay import LayerDecayAdamW, layer_decay_scales
 from keras_maeclip.training.locking import lock_tower, tower_of
 from keras_maeclip.training.precision import mixed_precision, remat_scope
 from keras_maeclip.training.throughput import THROUGHPUT_KEYS, Throughput, detect_num_devices
@@ -26,6 +27,7 @@ __all__ = [
     "BackupError",
     "DistributionSetup",
     "FlopCount",
+    "LayerDecayAdamW",
     "StepBackupAndRestore",
     "THROUGHPUT_KEYS",
     "Throughput",
@@ -36,6 +38,7 @@ __all__ = [
     "detect_num_devices",
     "fault_tolerance_callbacks",
     "flop_count",
+    "layer_decay_scales",
     "lock_tower",
     "tower_of",
     "mixed_precision",
