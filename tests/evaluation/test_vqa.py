@@ -249,6 +249,23 @@ def test_fine_tuning_memorises_the_training_split_and_scores_the_test_split(qa_p
     assert metrics["accuracy"] == pytest.approx(expected)
 
 
+def test_layer_decay_fine_tunes_the_towers_at_their_scaled_rates(qa_preprocessor, splits):
+    from keras_maeclip.training import LayerDecayAdamW, layer_decay_scales
+
+    train, (test_images, test_questions, test_answers, _) = splits
+    model = make_clip(qa_preprocessor)
+    image_block = model.backbone.image_encoder.transformer_layers[0].weights[0]
+    before = keras.ops.convert_to_numpy(image_block).copy()
+    _, vqa_model = fine_tune_vqa(model, train, (test_images, test_questions, test_answers),
+                                 epochs=1, batch_size=16, layer_decay=0.5, seed=0)
+    optimizer = vqa_model.optimizer
+    assert isinstance(optimizer, LayerDecayAdamW)
+    # Every tower variable at its scale (one block per tower: 0.5, embeddings 0.25).
+    assert optimizer.lr_scales == layer_decay_scales(model, 0.5)
+    assert optimizer.lr_scales[image_block.path] == 0.5
+    assert not np.array_equal(keras.ops.convert_to_numpy(image_block), before)
+
+
 def test_m3ae_vqa_model_uses_the_shared_encoder_and_mae_is_refused(qa_preprocessor, splits, tmp_path):
     m3ae = M3AE.from_preset("m3ae_tiny", preprocessor=qa_preprocessor, **M3AE_SMALL)
     vqa_model = build_vqa_model(m3ae, num_answers=6, num_layers=1)
