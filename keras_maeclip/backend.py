@@ -1,7 +1,13 @@
-"""Choosing the Keras backend from a recipe flag, before keras is imported."""
+"""Choosing the Keras backend from a recipe flag, before keras is imported.
 
+Also where the recipes quiet their start-up: the messages every run printed
+before its first line of output, none of which a user can act on.
+"""
+
+import logging
 import os
 import sys
+import warnings
 
 
 DEFAULT_BACKEND = "jax"
@@ -36,12 +42,49 @@ def select_backend(name=None):
         os.environ["KERAS_BACKEND"] = name
     elif "keras" not in sys.modules:
         os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_startup()
     if "keras" in sys.modules:
         import keras
 
         return keras.config.backend()
     return os.environ["KERAS_BACKEND"]
+
+
+def quiet_startup():
+    """Silence the start-up noise of the pinned stack, at its source.
+
+    - TensorFlow's C++ log below FATAL (`TF_CPP_MIN_LOG_LEVEL=3` unless
+      set): the "Unable to register cuDNN/cuFFT/cuBLAS factory" and
+      "oneDNN supports DT_INT64 only on platforms with AVX-512" lines that
+      TF 2.16 prints on every CPU machine. Errors of the data pipeline and
+      of TF models still arrive as Python exceptions; set
+      `TF_CPP_MIN_LOG_LEVEL=0` to see the C++ log again.
+    - JAX's "Unable to initialize backend 'rocm' / 'tpu'" probes (INFO
+      records, shown because absl's `app.run` logs at INFO).
+    - google.api_core's FutureWarning about the Python version (3.11 is
+      this project's pinned interpreter).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning)
+
+
+def fit_verbosity(is_chief=True, stream=None):
+    """`verbose=` for `fit`: Keras' live progress bar on a terminal, one line per epoch in a log.
+
+    Args:
+        is_chief: bool; other processes of a multi-process run print nothing.
+        stream: where the output goes (default `sys.stdout`).
+
+    Returns:
+        0 (not the chief), 1 (a terminal: the live bar) or 2 (a file or
+        pipe: one line per epoch, no carriage-return redraws).
+    """
+    if not is_chief:
+        return 0
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return 1 if isatty is not None and isatty() else 2
 
 
 def concrete_values(tensor):

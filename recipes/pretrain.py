@@ -41,7 +41,7 @@ import time
 
 from absl import app, flags
 
-from keras_maeclip.backend import select_backend
+from keras_maeclip.backend import fit_verbosity, select_backend
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pretraining model.")
@@ -629,8 +629,8 @@ def _unmasked_tuning(model, data, done, steps, setup, output_dir, history):
     model.set_patch_dropout(0.0)
     with setup.scope():
         tuned = model.fit(
-            data.skip(done), epochs=1, steps_per_epoch=steps,
-            verbose=2 if setup.is_chief else 0,
+            data.skip(done), epochs=1, steps_per_epoch=steps, shuffle=False,
+            verbose=fit_verbosity(setup.is_chief),
         )
     for key, values in tuned.history.items():
         history.history.setdefault(key, []).extend(values)
@@ -747,8 +747,10 @@ def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
         epochs = -(-(FLAGS.steps * accumulation - tuning) // steps_per_epoch)
     with setup.scope():
         history = model.fit(
-            data, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            verbose=2 if setup.is_chief else 0, callbacks=callbacks,
+            # shuffle=False: the tf.data pipeline shuffles (fit's own flag
+            # does not apply to a dataset and only warns).
+            data, epochs=epochs, steps_per_epoch=steps_per_epoch, shuffle=False,
+            verbose=fit_verbosity(setup.is_chief), callbacks=callbacks,
         )
     if tuning:
         history = _unmasked_tuning(model, data, epochs * steps_per_epoch, tuning, setup, output_dir, history)
