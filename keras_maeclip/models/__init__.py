@@ -2,6 +2,7 @@
 
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone, ImageTextBackbone
+from keras_maeclip.models.convert_mae import load_mae_weights, read_torch_state_dict, vit_encoder_from_mae
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.hub_towers import HubBertTower, HubViTTower
 from keras_maeclip.models.m3ae import M3AE
@@ -46,7 +47,10 @@ __all__ = [
     "image_converter",
     "learn_vocabulary",
     "list_presets",
+    "load_mae_weights",
     "preset_config",
     "preset_sizes",
+    "read_torch_state_dict",
+    "vit_encoder_from_mae",
     "with_image_size",
 ]
