@@ -18,7 +18,7 @@ import keras
 from keras_maeclip.models import CLIP
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STEPS = 60
+STEPS = 20
 
 
 def test_recipe_resumes_after_sigkill(tmp_path):
@@ -27,7 +27,7 @@ def test_recipe_resumes_after_sigkill(tmp_path):
     command = [
         sys.executable, os.path.join(REPO, "recipes", "pretrain.py"),
         f"--backend={keras.config.backend()}", f"--steps={STEPS}", "--warmup_steps=1",
-        "--steps_per_epoch=20", "--batch_size=8", "--train_examples=64", "--eval_examples=8",
+        "--steps_per_epoch=10", "--batch_size=8", "--train_examples=64", "--eval_examples=8",
         "--checkpoint_every_steps=5", "--log_every_steps=0", f"--output_dir={out}",
     ]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
