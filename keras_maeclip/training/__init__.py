@@ -18,6 +18,7 @@ from keras_maeclip.training.flops import (
     analytic_flops_per_sample,
     flop_count,
 )
+from keras_maeclip.training.grad_cache import grad_cache_micro_batches, use_grad_cache
 from keras_maeclip.training.layer_decay import LayerDecayAdamW, layer_decay_scales
 from keras_maeclip.training.locking import lock_tower, tower_of
 from keras_maeclip.training.precision import mixed_precision, remat_scope
@@ -38,6 +39,7 @@ __all__ = [
     "detect_num_devices",
     "fault_tolerance_callbacks",
     "flop_count",
+    "grad_cache_micro_batches",
     "layer_decay_scales",
     "lock_tower",
     "tower_of",
@@ -45,4 +47,5 @@ __all__ = [
     "remat_scope",
     "resumed_step",
     "run_fingerprint",
+    "use_grad_cache",
 ]
