@@ -152,6 +152,13 @@ def _split(x, micro_batches):
             for j in range(micro_batches)]
 
 
+def _step_inputs(model, data):
+    """`x, y, sample_weight`, the micro-batches of `x`, and the call's kwargs."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    kwargs = {"training": True} if model._call_has_training_arg else {}
+    return x, y, sample_weight, _split(x, model._grad_cache_micro_batches), kwargs
+
+
 def _with_fresh(cached, fresh, j):
     """The whole batch's outputs: micro-batch `j`'s fresh ones, the others' cached."""
     parts = cached[:j] + [fresh] + cached[j + 1:]
@@ -184,9 +191,7 @@ def _jax_train_step(self, state, data):
     import jax
 
     trainable, non_trainable, optimizer_variables, metrics_variables = state
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    chunks = _split(x, self._grad_cache_micro_batches)
-    kwargs = {"training": True} if self._call_has_training_arg else {}
+    x, y, sample_weight, chunks, kwargs = _step_inputs(self, data)
 
     states, cached = [], []
     current = non_trainable
@@ -226,9 +231,7 @@ def _restore(variables, values):
 def _tensorflow_train_step(self, data):
     import tensorflow as tf
 
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    chunks = _split(x, self._grad_cache_micro_batches)
-    kwargs = {"training": True} if self._call_has_training_arg else {}
+    x, y, sample_weight, chunks, kwargs = _step_inputs(self, data)
     state_variables = self.non_trainable_variables
 
     states, cached = [], []
@@ -259,9 +262,7 @@ def _tensorflow_train_step(self, data):
 def _torch_train_step(self, data):
     import torch
 
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    chunks = _split(x, self._grad_cache_micro_batches)
-    kwargs = {"training": True} if self._call_has_training_arg else {}
+    x, y, sample_weight, chunks, kwargs = _step_inputs(self, data)
     state_variables = self.non_trainable_variables
 
     states, cached = [], []
