@@ -100,6 +100,7 @@ flags.DEFINE_integer("cpu_devices", None, "Split the CPU into N devices to try d
 flags.DEFINE_string("tpu", None, "TensorFlow: TPU name or address for TPUStrategy ('local' on a TPU VM).")
 flags.DEFINE_enum("precision", "float32", ["float32", "mixed_bfloat16"], "mixed_bfloat16: bfloat16 compute, float32 variables and losses (docs/scaling.md).")
 flags.DEFINE_integer("gradient_accumulation_steps", 1, "Micro-batches of --batch_size averaged per optimizer update; --steps, --warmup_steps, --steps_per_epoch, --local_negative_steps and --checkpoint_every_steps stay in updates. Negatives come from one micro-batch.")
+flags.DEFINE_integer("grad_cache_micro_batches", 1, "clip/maeclip: compute each --batch_size batch in N micro-batches (GradCache; open_clip --accum-freq): the negatives span the whole batch, the activations held are one micro-batch's; costs a second forward pass. 1: off. Not with --gradient_accumulation_steps, local negatives or data parallelism.")
 flags.DEFINE_float("clipnorm", None, "Clip the global gradient norm to this value.")
 flags.DEFINE_enum("remat", "none", ["none", "activations", "full"], "Rematerialise in the backward pass (keras.RematScope): activations (every backend) or full layers (torch only, not the masked models).")
 flags.DEFINE_integer("checkpoint_every_steps", 100, "Back up weights, optimizer and data position every N steps in <output_dir>/backup; after a crash the same command resumes there (0: no backups). Deleted when the run completes.")
@@ -113,6 +114,9 @@ RUN_NEUTRAL_FLAGS = (
     "output_dir", "fresh", "log_every_steps", "checkpoint_every_steps", "reconstructions",
     "eval_examples", "validate_data", "validation_reference", "validate_examples",
     "distribution", "model_parallel_size", "cpu_devices", "tpu", "backend",
+    # The same update in another memory budget: a run that ran out of memory
+    # resumes with more micro-batches.
+    "grad_cache_micro_batches",
 )
 
 
@@ -553,11 +557,49 @@ def _restore_after_divergence(model, callbacks, history, accumulation):
 def _check_precision_flags():
     if FLAGS.gradient_accumulation_steps < 1:
         raise app.UsageError("--gradient_accumulation_steps must be >= 1.")
+    _check_grad_cache_flags()
     if FLAGS.remat == "full" and FLAGS.model in MASKED_MODELS:
         raise app.UsageError(
             "--remat=full recomputes the forward pass, which redraws the masks of the masked "
             "models (wrong gradients); use --remat=activations."
         )
+
+
+def _check_grad_cache_flags():
+    k = FLAGS.grad_cache_micro_batches
+    if k == 1:
+        return
+    if k < 1:
+        raise app.UsageError(f"--grad_cache_micro_batches={k} must be >= 1 (1: off).")
+    if FLAGS.model not in CONTRASTIVE_MODELS:
+        raise app.UsageError(
+            f"--grad_cache_micro_batches shares negatives across micro-batches: it applies to clip "
+            f"and maeclip, not {FLAGS.model}; use --gradient_accumulation_steps."
+        )
+    if FLAGS.gradient_accumulation_steps > 1:
+        raise app.UsageError(
+            "--grad_cache_micro_batches and --gradient_accumulation_steps both split a batch; use "
+            "one (GradCache keeps the whole --batch_size as negatives, accumulation does not)."
+        )
+    if FLAGS.local_negative_steps:
+        raise app.UsageError("--grad_cache_micro_batches needs global negatives; drop --local_negative_steps.")
+    if FLAGS.batch_size % k:
+        raise app.UsageError(
+            f"--batch_size={FLAGS.batch_size} must divide into --grad_cache_micro_batches={k} "
+            f"equal micro-batches; e.g. --batch_size={FLAGS.batch_size // k * k or k}."
+        )
+
+
+def _use_grad_cache(model):
+    """--grad_cache_micro_batches, on the model as fit will run it (after prepare_model)."""
+    if FLAGS.grad_cache_micro_batches == 1:
+        return
+    from keras_maeclip.training import use_grad_cache
+
+    try:
+        use_grad_cache(model, FLAGS.grad_cache_micro_batches)
+    except ValueError as error:
+        raise app.UsageError(f"--grad_cache_micro_batches={FLAGS.grad_cache_micro_batches}: {error}") from None
 
 
 def _check_data_flags():
@@ -710,7 +752,8 @@ def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
         f"backend={keras.config.backend()} model={FLAGS.model} preset={FLAGS.preset} "
         f"params={model.count_params():,} image_size={image_size} "
         f"batch={FLAGS.batch_size}x{accumulation} steps={FLAGS.steps} precision={FLAGS.precision} "
-        f"distribution={setup.description}",
+        + (f"grad_cache_micro_batches={FLAGS.grad_cache_micro_batches} " if FLAGS.grad_cache_micro_batches > 1 else "")
+        + f"distribution={setup.description}",
         flush=True,
     )
 
@@ -741,6 +784,7 @@ def _train(model_cls, task_kwargs, setup, synthetic, output_dir):
 
         callbacks.append(SkipReport(skips))
     model = setup.prepare_model(model)
+    _use_grad_cache(model)
     tuning = FLAGS.unmasked_tuning_steps * accumulation
     if tuning:
         # FLIP: the masked phase first, then the last steps unmasked.

@@ -1,4 +1,4 @@
-"""The recipe's SigLIP and FLIP flags end to end (a few steps, current backend)."""
+"""The recipe's SigLIP, FLIP and GradCache flags end to end (a few steps, current backend)."""
 
 import json
 import os
@@ -23,9 +23,12 @@ def run(tmp_path, *flags):
 
 
 def test_siglip_with_patch_dropout_then_unmasked_tuning(tmp_path):
+    # One run for several flags (each is tested against a reference in its own
+    # unit tests): here they meet in the recipe.
     result = run(tmp_path, "--steps=3", "--loss=sigmoid", "--patch_dropout=0.5", "--unmasked_tuning_steps=1",
-                 "--lock_text", "--lock_text_unlocked_blocks=1")
+                 "--lock_text", "--lock_text_unlocked_blocks=1", "--grad_cache_micro_batches=2")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "grad_cache_micro_batches=2" in result.stdout
     assert "Unmasked tuning: 1 steps without patch dropout." in result.stdout
     assert "Locked the text tower:" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -33,7 +36,7 @@ def test_siglip_with_patch_dropout_then_unmasked_tuning(tmp_path):
     model = CLIP.from_preset(str(tmp_path / "preset"))
     assert model.contrastive.loss == "sigmoid"
     assert model.patch_dropout == 0.0  # saved after the unmasked phase
-    # 2 masked + 1 unmasked updates.
+    # 2 masked + 1 unmasked updates (GradCache counts a step once, not per micro-batch).
     assert int(keras.ops.convert_to_numpy(model.contrastive.steps_seen)) == 3
 
 
@@ -41,3 +44,16 @@ def test_unmasked_tuning_needs_patch_dropout(tmp_path):
     result = run(tmp_path, "--steps=3", "--unmasked_tuning_steps=1")
     assert result.returncode != 0
     assert "--unmasked_tuning_steps ends a --patch_dropout run" in result.stderr
+
+
+def test_grad_cache_flag_errors(tmp_path):
+    # Refused before the backend starts, each naming the fix.
+    cases = [
+        (["--grad_cache_micro_batches=3"], "--batch_size=8 must divide into --grad_cache_micro_batches=3"),
+        (["--grad_cache_micro_batches=2", "--gradient_accumulation_steps=2"], "use one"),
+        (["--grad_cache_micro_batches=2", "--model=mae"], "use --gradient_accumulation_steps"),
+        (["--grad_cache_micro_batches=2", "--local_negative_steps=1"], "needs global negatives"),
+    ]
+    for flags, message in cases:
+        result = run(tmp_path, "--steps=2", *flags)
+        assert result.returncode != 0 and message in result.stderr, (flags, result.stderr[-2000:])
