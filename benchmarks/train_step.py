@@ -54,6 +54,8 @@ How to run
     python benchmarks/train_step.py                       # all backends, both models
     python benchmarks/train_step.py --reference=open_clip # + open_clip CLIP and FLIP, A B A B
     python benchmarks/train_step.py --models=clip         # CLIP only
+    python benchmarks/train_step.py --models=clip,flip --reference=open_clip  # FLIP, ours and open_clip's
+    python benchmarks/train_step.py --models=clip,clip_gradcache --batch_size=128  # GradCache cost, max RSS
     python benchmarks/train_step.py --backends=jax --steps=50
     python benchmarks/train_step.py --dtype=mixed_bfloat16 --output_json=r.json
     python benchmarks/train_step.py --steps=3 --warmup=1 --batch_size=8  # smoke
@@ -87,7 +89,9 @@ from absl import flags
 from machine import machine_facts  # benchmarks/machine.py: this script's folder is on sys.path
 
 _BACKENDS = ("jax", "tensorflow", "torch")
-_MODELS = ("clip", "maeclip")
+# flip: CLIP with patch dropout (--flip_patch_dropout); clip_gradcache: CLIP
+# trained through use_grad_cache with --grad_cache_micro_batches.
+_MODELS = ("clip", "maeclip", "flip", "clip_gradcache")
 _RESULT_PREFIX = "BENCH_RESULT_JSON: "
 _INPUT_METHOD = (
     "tf.data.Dataset.from_tensors(batch).repeat() on every backend "
@@ -101,7 +105,11 @@ flags.DEFINE_integer(
     "warmup", 3, "Untimed warm-up steps; the first includes compilation.", lower_bound=1
 )
 flags.DEFINE_integer("batch_size", 64, "Global batch size.", lower_bound=1)
-flags.DEFINE_list("models", ["clip", "maeclip"], "Models to time on each backend: clip, maeclip.")
+flags.DEFINE_list(
+    "models", ["clip", "maeclip"],
+    "Models to time on each backend: clip, maeclip, flip (CLIP with --flip_patch_dropout), "
+    "clip_gradcache (CLIP with GradCache: the batch in --grad_cache_micro_batches parts).",
+)
 flags.DEFINE_string("preset", "clip_bench_small", "CLIP architecture preset name.")
 flags.DEFINE_string("maeclip_preset", "maeclip_bench_small", "MAE-CLIP architecture preset name.")
 flags.DEFINE_float("mask_ratio", 0.75, "MAE-CLIP image mask ratio.")
@@ -145,7 +153,10 @@ flags.DEFINE_string(
     "Python of the optional open_clip environment (docs/benchmarks.md: two "
     "commands). Default: .venv-openclip/bin/python in the repository root.",
 )
-flags.DEFINE_float("flip_patch_dropout", 0.75, "open_clip FLIP row's patch dropout.")
+flags.DEFINE_float("flip_patch_dropout", 0.75, "Patch dropout of the FLIP rows (ours and open_clip's).")
+flags.DEFINE_integer(
+    "grad_cache_micro_batches", 4, "Micro-batches per batch of the clip_gradcache rows.", lower_bound=2
+)
 flags.DEFINE_integer(
     "rounds", None,
     "Times each row runs, rows interleaved (A B A B ...); a row's median pools "
@@ -312,11 +323,21 @@ def run_worker(backend):
         model = MAECLIP.from_preset(
             preset, image_mask_ratio=FLAGS.mask_ratio, seed=FLAGS.seed, compile=False
         )
+    elif FLAGS.model == "flip":
+        model = CLIP.from_preset(
+            preset, patch_dropout=FLAGS.flip_patch_dropout, seed=FLAGS.seed, compile=False
+        )
+        result["patch_dropout"] = FLAGS.flip_patch_dropout
     else:
         model = CLIP.from_preset(preset, compile=False)
     if model.preprocessor is not None:
         raise ValueError(f"Preset {preset!r} has a preprocessor; expected none.")
     model.compile(jit_compile=result["jit_compile"], steps_per_execution=1)
+    if FLAGS.model == "clip_gradcache":
+        from keras_maeclip.training import use_grad_cache
+
+        use_grad_cache(model, FLAGS.grad_cache_micro_batches)
+        result["grad_cache_micro_batches"] = FLAGS.grad_cache_micro_batches
     result["build_s"] = time.perf_counter() - t_build
     result["params"] = int(model.count_params())
     result["flops_per_sample"] = analytic_flops_per_sample(model, FLAGS.batch_size)
@@ -423,6 +444,8 @@ def _worker_command(backend, model):
         f"--model={model}",
         f"--maeclip_preset={FLAGS.maeclip_preset}",
         f"--mask_ratio={FLAGS.mask_ratio}",
+        f"--flip_patch_dropout={FLAGS.flip_patch_dropout}",
+        f"--grad_cache_micro_batches={FLAGS.grad_cache_micro_batches}",
         f"--steps={FLAGS.steps}",
         f"--warmup={FLAGS.warmup}",
         f"--batch_size={FLAGS.batch_size}",
@@ -486,7 +509,7 @@ def run_backend(backend, model):
     return result
 
 
-_LABELS = {"clip": "CLIP", "maeclip": "MAE-CLIP", "flip": "FLIP"}
+_LABELS = {"clip": "CLIP", "maeclip": "MAE-CLIP", "flip": "FLIP", "clip_gradcache": "CLIP GradCache"}
 
 
 def _merge_rounds(results):
@@ -566,12 +589,12 @@ def _fmt_table(rows, peak=None):
 
 
 def _ratios(rows):
-    """Masked model / CLIP median step time per backend where both ran (FLIP for open_clip)."""
+    """Each other row's median step time over CLIP's on the same backend, keyed "model@backend"."""
     by_key = {(r["backend"], r["model"]): r for r in rows if r.get("ok")}
     out = {}
     for (backend, model), r in by_key.items():
-        if model in ("maeclip", "flip") and (backend, "clip") in by_key:
-            out[backend] = r["median_step_s"] / by_key[(backend, "clip")]["median_step_s"]
+        if model != "clip" and (backend, "clip") in by_key:
+            out[f"{model}@{backend}"] = r["median_step_s"] / by_key[(backend, "clip")]["median_step_s"]
     return out
 
 
@@ -640,7 +663,7 @@ def parent_main():
                 "&& .venv-openclip/bin/pip install torch==2.14.1 torchvision==0.29.1 "
                 "open_clip_torch==3.3.0")
         jobs.append(("open_clip", "clip"))
-        if "maeclip" in FLAGS.models:
+        if "maeclip" in FLAGS.models or "flip" in FLAGS.models:
             jobs.append(("open_clip", "flip"))
     rounds = FLAGS.rounds or (2 if FLAGS.reference != "none" else 1)
     want_peak = FLAGS.measure_peak if FLAGS.measure_peak is not None else FLAGS.reference != "none"
@@ -678,11 +701,11 @@ def parent_main():
     ratios = _ratios(rows)
     if ratios:
         print()
-        print("MAE-CLIP / CLIP median step time, per backend (open_clip: FLIP / CLIP): "
-              + ", ".join(f"{b} {x:.2f}" for b, x in ratios.items()))
+        print("median step time / CLIP's on the same backend: "
+              + ", ".join(f"{key} {x:.2f}" for key, x in ratios.items()))
         flops = {(r["backend"], r["model"]): r["flops_per_sample"] for r in rows if r.get("ok")}
-        analytic = [f"{b} {flops[(b, m)] / flops[(b, 'clip')]:.2f}"
-                    for (b, m) in flops if m in ("maeclip", "flip") and (b, "clip") in flops]
+        analytic = [f"{m}@{b} {flops[(b, m)] / flops[(b, 'clip')]:.2f}"
+                    for (b, m) in flops if m != "clip" and (b, "clip") in flops]
         if analytic:
             print("analytic FLOP ratio (same pairs): " + ", ".join(analytic))
     print()
@@ -707,11 +730,12 @@ def parent_main():
                 "backends": FLAGS.backends, "steps": FLAGS.steps, "warmup": FLAGS.warmup,
                 "batch_size": FLAGS.batch_size, "preset": FLAGS.preset, "jit": FLAGS.jit,
                 "models": FLAGS.models, "maeclip_preset": FLAGS.maeclip_preset,
-                "mask_ratio": FLAGS.mask_ratio,
+                "mask_ratio": FLAGS.mask_ratio, "flip_patch_dropout": FLAGS.flip_patch_dropout,
+                "grad_cache_micro_batches": FLAGS.grad_cache_micro_batches,
                 "torch_compile": FLAGS.torch_compile, "dtype": FLAGS.dtype,
                 "threads": FLAGS.threads, "seed": FLAGS.seed, "reference": FLAGS.reference,
                 "rounds": rounds,
-            }, "matmul_peak": peak, "results": rows, "masked_over_clip_step_time": ratios},
+            }, "matmul_peak": peak, "results": rows, "step_time_over_clip": ratios},
                 f, indent=2)
     return 0 if all(r.get("ok") for r in rows) else 1
 

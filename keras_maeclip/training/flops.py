@@ -241,9 +241,12 @@ def flop_count(model, batch_size=None, sequence_length=None):
         grad.update(_decoder_parts(model.decoder, kept, image.hidden_dim, length, text.hidden_dim,
                                    model.text_mask_ratio))
     else:
-        grad["image_tower"] = full_pass()
+        # FLIP (CLIP's patch_dropout): the tower encodes the kept patches.
+        dropout = getattr(model, "patch_dropout", 0.0)
+        tokens = _num_kept(image.num_patches, dropout) + cls if dropout else full_tokens
+        grad["image_tower"] = _tower_flops(tokens, image.hidden_dim, image.num_layers, image.mlp_ratio)
         grad["image_pooling"] = _pooling_flops(
-            backbone.image_pooler, pooled(full_tokens), image.hidden_dim
+            backbone.image_pooler, pooled(tokens), image.hidden_dim
         )
     grad["image_projection"] = dense_flops(1, image.hidden_dim, embed)
     grad["logits"] = dense_flops(1, embed, _logit_columns(model.contrastive, batch_size))

@@ -80,6 +80,17 @@ def test_tiny_clip_matches_a_hand_count(preprocessor):
     assert analytic_flops_per_sample(model, 64) - 3 * forward == 3 * mm(1, 16, 64 - batch)
 
 
+def test_patch_dropout_counts_the_kept_patches(preprocessor):
+    # FLIP: 16 patches, dropout 0.75 keeps 4 (the masking's own count); the
+    # patch embedding still runs on all 16, the text side is unchanged.
+    full = flop_count(make_clip(preprocessor), 8)
+    flip = flop_count(make_clip(preprocessor, patch_dropout=0.75), 8)
+    assert flip.grad["image_tower"] == block(4, 32)
+    assert full.grad["image_tower"] == block(16, 32)
+    assert flip.grad["patch_embedding"] == full.grad["patch_embedding"] == mm(16, 48, 32)
+    assert flip.forward - full.forward == block(4, 32) - block(16, 32)
+
+
 def test_map_pooling_and_class_token_are_counted(preprocessor):
     model = make_clip(
         preprocessor, preset="clip_tiny_map",
