@@ -35,7 +35,7 @@ import time
 
 from absl import app, flags
 
-from keras_maeclip.backend import select_backend
+from keras_maeclip.backend import fit_verbosity, select_backend
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", None, "Preset directory of a trained CLIP, MAECLIP, M3AE or MAE task.")
@@ -144,6 +144,7 @@ def main(argv):
         vqa_dataset=FLAGS.vqa_dataset,
         data_dir=data_dir,
         segmentation_dir=FLAGS.segmentation_dir,
+        verbose=fit_verbosity(),
     )
     started = time.time()
     keras.utils.set_random_seed(FLAGS.seed)

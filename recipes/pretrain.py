@@ -263,7 +263,12 @@ def _build_model(model_cls, preset, synthetic, task_kwargs):
     overrides["image_size"] = image_size
     if sequence_length is not None:
         corpus = _caption_corpus(synthetic)
-        tokenizer = caption_tokenizer(learn_vocabulary(corpus, FLAGS.vocabulary_size))
+        print(f"Learning a WordPiece vocabulary (at most {FLAGS.vocabulary_size} tokens) from "
+              f"{len(corpus)} captions ...", flush=True)
+        started = time.time()
+        vocabulary = learn_vocabulary(corpus, FLAGS.vocabulary_size)
+        print(f"Vocabulary: {len(vocabulary)} tokens in {time.time() - started:.0f} s.", flush=True)
+        tokenizer = caption_tokenizer(vocabulary)
         overrides["preprocessor"] = ImageTextPreprocessor(
             tokenizer, image_converter(image_size),
             sequence_length=FLAGS.sequence_length or sequence_length,

@@ -92,6 +92,8 @@ class SuiteConfig:
         data_dir: the TFDS data_dir holding those (never downloaded).
         segmentation_dir: an ADE20K-style folder for segmentation instead
             of the synthetic masks.
+        verbose: progress of the evaluations that train with `fit` (VQA
+            fine-tuning): 0 silent, 1 Keras' live bar, 2 a line per epoch.
     """
 
     examples: int = 1000
@@ -111,6 +113,7 @@ class SuiteConfig:
     vqa_dataset: str = None
     data_dir: str = None
     segmentation_dir: str = None
+    verbose: int = 0
 
 
 def model_kind(model):
@@ -274,6 +277,7 @@ def vqa(model, config):
             layer_decay=config.vqa_layer_decay,
             question_types=types,
             seed=config.seed,
+            verbose=config.verbose,
         )
     return {f"vqa/{k}": float(v) for k, v in metrics.items()}
 
@@ -433,7 +437,8 @@ def run_suite(model, evaluations=None, config=None, log=print):
         model: a trained `CLIP`, `MAECLIP`, `M3AE` or `MAE` task.
         evaluations: names from `EVALUATIONS`; `None` for all that apply.
         config: a `SuiteConfig` (defaults if `None`).
-        log: callable taking one line per finished evaluation, or `None`.
+        log: callable taking a line when each evaluation starts
+            (`"<name> (i/n) ..."`) and when it ends (its time), or `None`.
 
     Returns:
         dict of metrics, plus `"seconds/<evaluation>"` timings.
@@ -452,7 +457,9 @@ def run_suite(model, evaluations=None, config=None, log=print):
         os.makedirs(config.output_dir, exist_ok=True)
     results = {}
     restore = _snapshot(model)
-    for name in evaluations:
+    for index, name in enumerate(evaluations, 1):
+        if log:
+            log(f"{name} ({index}/{len(evaluations)}) ...")
         started = time.time()
         keras.utils.set_random_seed(config.seed)
         try:

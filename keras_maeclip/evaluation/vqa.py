@@ -536,6 +536,7 @@ def fine_tune_vqa(
     question_types=None,
     seed=0,
     layer_decay=None,
+    verbose=0,
 ):
     """Fine-tune a VQA classifier on one split and score it on another.
 
@@ -574,6 +575,8 @@ def fine_tune_vqa(
             fine-tuning `lr_decay`): block `i` of `L` trains at
             `learning_rate · layer_decay ** (L - i)`, the fusion head at
             the full rate.
+        verbose: `fit`'s progress output (0 silent, the default; 1 Keras'
+            live bar; 2 one line per epoch: `keras_maeclip.backend.fit_verbosity`).
 
     Returns:
         `(metrics, vqa_model)`: `metrics` is a dict with `"accuracy"` (test
@@ -617,7 +620,7 @@ def fine_tune_vqa(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    vqa_model.fit(train_x, train_ids, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    vqa_model.fit(train_x, train_ids, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
 
     # One predict over both splits: one compiled function instead of two.
     both = {key: np.concatenate([train_x[key], test_x[key]]) for key in _INPUT_KEYS}

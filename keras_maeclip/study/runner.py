@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from keras_maeclip.study import grid
@@ -338,6 +339,20 @@ def describe(config):
     return lines
 
 
+def progress_line(done, total, durations, parallel=1):
+    """`"k/n runs done, about M min left"`: the mean run time so far, `parallel` at a time.
+
+    Example:
+    >>> progress_line(2, 6, [600.0, 660.0], parallel=2)
+    '2/6 runs done, about 21 min left'
+    """
+    left = total - done
+    if not left:
+        return f"{done}/{total} runs done"
+    seconds = sum(durations) / len(durations) * -(-left // max(1, parallel))
+    return f"{done}/{total} runs done, about {seconds / 60:.0f} min left"
+
+
 def run_study(config, log=print, metrics=None):
     """Runs every run of the study not yet finished, then writes the report.
 
@@ -366,11 +381,16 @@ def run_study(config, log=print, metrics=None):
     log(f"study: {len(runs)} runs, {len(runs) - len(todo)} already finished, {len(todo)} to run "
         f"({max(1, config.parallel)} at a time); output in {config.output_dir}")
     failures = []
+    durations = []
+    lock = threading.Lock()
 
     def one(run):
         started = time.time()
         execute(run, config, log)
-        log(f"{run.name}: done in {time.time() - started:.0f} s")
+        with lock:
+            durations.append(time.time() - started)
+            line = progress_line(len(durations), len(todo), durations, config.parallel)
+        log(f"{run.name}: done in {durations[-1]:.0f} s; {line}")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, config.parallel)) as pool:
         futures = {pool.submit(one, run): run for run in todo}

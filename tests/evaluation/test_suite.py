@@ -32,7 +32,12 @@ def test_base_class_loads_the_saved_task_class(preprocessor, tmp_path):
 def test_suite_on_synthetic_data_gives_metrics_in_range(preprocessor):
     model = make_clip(preprocessor)
     config = suite.SuiteConfig(examples=10, train_examples=10, linear_probe_epochs=1, segmentation_attributes=("colour",))
-    results = suite.run_suite(model, ["zero_shot", "linear_probe", "segmentation"], config, log=None)
+    lines = []
+    results = suite.run_suite(model, ["zero_shot", "linear_probe", "segmentation"], config, log=lines.append)
+    # Progress: a line as each evaluation starts and as it ends.
+    assert lines[0::2] == ["zero_shot (1/3) ...", "linear_probe (2/3) ...", "segmentation (3/3) ..."]
+    assert all(line.startswith(f"{name}: done in ") for line, name in
+               zip(lines[1::2], ["zero_shot", "linear_probe", "segmentation"]))
     assert results["zero_shot/colour/chance"] == pytest.approx(1 / 6)
     for key in ("zero_shot/shape/top1", "linear_probe/object/top1", "segmentation/colour/mean_iou"):
         assert 0.0 <= results[key] <= 1.0
@@ -73,13 +78,15 @@ def _fresh_clip(preprocessor):
     return make_clip(preprocessor, preset="clip_tiny_max")
 
 
-def test_results_do_not_depend_on_the_order_and_the_model_comes_back_pretrained(preprocessor):
+def test_results_do_not_depend_on_the_order_and_the_model_comes_back_pretrained(preprocessor, capsys):
     # A large VQA learning rate makes fine-tuning move the towers far, so
     # evaluations after it would see other weights if nothing restored them.
-    config = suite.SuiteConfig(examples=8, train_examples=8, vqa_epochs=1, vqa_learning_rate=0.05)
+    # verbose=2: VQA's fit prints a line per epoch (the recipe's setting in a log).
+    config = suite.SuiteConfig(examples=8, train_examples=8, vqa_epochs=1, vqa_learning_rate=0.05, verbose=2)
     model = _fresh_clip(preprocessor)
     pretrained = _state(model)
     first = suite.run_suite(model, ["vqa", "retrieval", "grounding"], config, log=None)
+    assert "step - loss:" in capsys.readouterr().out
     last = suite.run_suite(_fresh_clip(preprocessor), ["retrieval", "grounding", "vqa"], config, log=None)
     metrics = sorted(k for k in first if not k.startswith("seconds/"))
     assert metrics == sorted(k for k in last if not k.startswith("seconds/"))

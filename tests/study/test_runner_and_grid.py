@@ -229,3 +229,12 @@ def test_other_evaluations_re_evaluate_without_retraining(tmp_path, scripts):
     assert set(result["timing"]) == {"pretrain_s", "evaluate_s"}
     assert result["wall_s"] == pytest.approx(sum(result["timing"].values()))
     assert not [d for d in os.listdir(os.path.dirname(run.directory)) if ".stale-" in d]
+
+
+def test_progress_line_counts_runs_and_estimates_the_time_left():
+    from keras_maeclip.study.runner import progress_line
+
+    # Mean 10 min a run; 3 left at 2 at a time: 2 more rounds, 20 min.
+    assert progress_line(2, 5, [540.0, 660.0], parallel=2) == "2/5 runs done, about 20 min left"
+    assert progress_line(1, 3, [60.0]) == "1/3 runs done, about 2 min left"
+    assert progress_line(4, 4, [1.0] * 4, parallel=3) == "4/4 runs done"
