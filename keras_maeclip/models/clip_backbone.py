@@ -256,11 +256,9 @@ class ImageTextBackbone(keras_hub.models.Backbone):
         from keras_maeclip.models.presets import build_clip_backbone, is_directory_preset
 
         if is_directory_preset(preset):
-            from keras_maeclip.models.resolution import with_image_size
+            from keras_maeclip.models.resolution import load_at_image_size
 
-            image_size = kwargs.pop("image_size", None)
-            backbone = super().from_preset(preset, load_weights=load_weights, **kwargs)
-            return with_image_size(backbone, image_size) if image_size else backbone
+            return load_at_image_size(super().from_preset, preset, load_weights, **kwargs)
         return build_clip_backbone(preset, **kwargs)
 
 

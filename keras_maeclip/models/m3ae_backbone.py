@@ -274,11 +274,9 @@ class M3AEBackbone(keras_hub.models.Backbone):
         from keras_maeclip.models.presets import _m3ae_config, is_directory_preset
 
         if is_directory_preset(preset):
-            from keras_maeclip.models.resolution import with_image_size
+            from keras_maeclip.models.resolution import load_at_image_size
 
-            image_size = kwargs.pop("image_size", None)
-            backbone = super().from_preset(preset, load_weights=load_weights, **kwargs)
-            return with_image_size(backbone, image_size) if image_size else backbone
+            return load_at_image_size(super().from_preset, preset, load_weights, **kwargs)
         kwargs.pop("decoder", None)
         name = kwargs.pop("name", "m3ae_backbone")
         config, _, dtype = _m3ae_config(preset, kwargs)

@@ -7,7 +7,7 @@ from keras import ops
 from keras_maeclip.losses import cross_replica
 from keras_maeclip.models._validation import PresetConfigError, check_token_ids
 from keras_maeclip.models.presets import is_directory_preset
-from keras_maeclip.models.resolution import with_image_size
+from keras_maeclip.models.resolution import load_at_image_size
 
 
 # Default warm-up when `total_steps` is given and `warmup_steps` is not: a
@@ -374,12 +374,10 @@ class PretrainingTask(keras_hub.models.Task):
                 # (keras-hub would pick the first subclass sharing the
                 # backbone class, e.g. MAECLIP for a saved CLIP.)
                 return _saved_task_class(preset).from_preset(preset, load_weights=load_weights, **kwargs)
-            image_size = kwargs.pop("image_size", None)
             try:
-                task = super().from_preset(preset, load_weights=load_weights, **kwargs)
+                return load_at_image_size(super().from_preset, preset, load_weights, **kwargs)
             except PresetConfigError as error:
                 raise PresetConfigError(f"{preset}/task.json: {error}") from None
-            return with_image_size(task, image_size) if image_size else task
         task_kwargs = {k: kwargs.pop(k) for k in cls.task_keys if k in kwargs}
         preprocessor = task_kwargs.get("preprocessor")
         if cls.text_overrides is not None and preprocessor is not None:

@@ -172,6 +172,24 @@ def with_image_size(model, image_size):
     return new
 
 
+def load_at_image_size(load, preset, load_weights=True, **kwargs):
+    """`load(preset, load_weights, **kwargs)`, then `with_image_size` for an `image_size=` kwarg.
+
+    A saved preset loads at its own size first (its weights fit), then
+    moves to the asked size. The `from_preset` of every saved model of this
+    library goes through here.
+
+    Args:
+        load: a keras-hub `from_preset` (bound, e.g. `super().from_preset`).
+        preset: str, a preset directory or handle.
+        load_weights: bool.
+        **kwargs: the loader's arguments, plus `image_size=` (optional).
+    """
+    image_size = kwargs.pop("image_size", None)
+    model = load(preset, load_weights=load_weights, **kwargs)
+    return with_image_size(model, image_size) if image_size else model
+
+
 def _resample_like(variable, value, shape):
     """A learned position table resampled to `shape`, or a clear error."""
     rows_old = value.shape[-2] if value.ndim >= 2 else None
