@@ -1,5 +1,6 @@
 """Building blocks written in `keras.ops` only (no backend imports)."""
 
+from keras_maeclip.layers.activations import quick_gelu
 from keras_maeclip.layers.class_token import ClassToken
 from keras_maeclip.layers.masking import (
     SIMILARITY_DIRECTIONS,
@@ -26,6 +27,7 @@ from keras_maeclip.layers.position import (
 )
 
 __all__ = [
+    "quick_gelu",
     "ClassToken",
     "FlattenedKernelInitializer",
     "ModalityEmbedding",

@@ -3,6 +3,8 @@
 from keras_maeclip.models.clip import CLIP
 from keras_maeclip.models.clip_backbone import CLIPBackbone, ImageTextBackbone
 from keras_maeclip.models.convert_mae import load_mae_weights, read_torch_state_dict, vit_encoder_from_mae
+from keras_maeclip.models.convert_open_clip import image_tower_from_open_clip, load_open_clip_projection
+from keras_maeclip.models.convert_timm import load_timm_weights, vit_encoder_from_timm
 from keras_maeclip.models.cross_modal_decoder import CrossModalDecoder
 from keras_maeclip.models.hub_towers import HubBertTower, HubViTTower
 from keras_maeclip.models.m3ae import M3AE
@@ -45,12 +47,16 @@ __all__ = [
     "caption_tokenizer",
     "default_optimizer",
     "image_converter",
+    "image_tower_from_open_clip",
     "learn_vocabulary",
     "list_presets",
     "load_mae_weights",
+    "load_open_clip_projection",
+    "load_timm_weights",
     "preset_config",
     "preset_sizes",
     "read_torch_state_dict",
     "vit_encoder_from_mae",
+    "vit_encoder_from_timm",
     "with_image_size",
 ]

@@ -4,16 +4,18 @@ import keras
 import keras_hub
 
 from keras_maeclip.layers import ClassToken, PatchEmbedding, SinCosPositionEncoding2D
+from keras_maeclip.layers.activations import ACTIVATIONS
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
 class ViTEncoder(keras_hub.models.Backbone):
-    """Vision Transformer image encoder with fixed 2-D sin-cos positions.
+    """Vision Transformer image encoder, fixed 2-D sin-cos or learned positions.
 
-    Images are cut into `patch_size`² patches, linearly projected, given the
-    fixed 2-D sin-cos position encoding, optionally prefixed with a learned
+    Images are cut into `patch_size`² patches, linearly projected, given
+    positions (the fixed 2-D sin-cos encoding, or a learned table for
+    converted timm / open_clip towers), optionally prefixed with a learned
     class token, and passed through pre-LayerNorm transformer blocks and a
     final LayerNorm. The output is the whole token sequence.
 
@@ -37,7 +39,20 @@ class ViTEncoder(keras_hub.models.Backbone):
             Defaults to `4.0`.
         num_channels: int. Image channels, defaults to `3`.
         use_class_token: bool. Prepend a learned class token. Defaults to
-            `False` (the paper pools with MAP/GAP/MAX).
+            `False` (the paper pools with MAP/GAP/MAX). The class token is
+            added after the positions and has none of its own (a learned
+            class position is a constant: converters fold it into the
+            token).
+        position_embedding: `"sincos"` (default: fixed, computed from the
+            grid, never saved; width divisible by 4) or `"learned"` (a
+            trained `(num_patches, hidden_dim)` table,
+            `keras_hub.layers.PositionEmbedding`; resampled bicubically on
+            a resolution change).
+        pre_norm: bool. A LayerNorm on the tokens (class token included)
+            before the first block: open_clip's `ln_pre`, timm's `norm_pre`.
+            Defaults to `False`.
+        activation: `"gelu"` (exact, the default) or `"quick_gelu"`
+            (`x·sigmoid(1.702x)`, OpenAI CLIP towers) in the MLPs.
         dropout: float. Dropout inside the blocks, defaults to `0.0`.
         layer_norm_epsilon: float, defaults to `1e-6`.
         dtype: dtype policy of the layers (e.g. `"mixed_bfloat16"`).
@@ -65,6 +80,9 @@ class ViTEncoder(keras_hub.models.Backbone):
         use_class_token=False,
         dropout=0.0,
         layer_norm_epsilon=1e-6,
+        position_embedding="sincos",
+        pre_norm=False,
+        activation="gelu",
         dtype=None,
         **kwargs,
     ):
@@ -78,21 +96,40 @@ class ViTEncoder(keras_hub.models.Backbone):
         )
         check_divisible("image_size", image_size, "patch_size", patch_size)
         check_divisible("hidden_dim", hidden_dim, "num_heads", num_heads)
-        check_divisible("hidden_dim", hidden_dim, "the sin-cos encoding's", 4)
+        if position_embedding not in ("sincos", "learned"):
+            raise ValueError(
+                f"position_embedding={position_embedding!r}: use 'sincos' (fixed) or 'learned'."
+            )
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: use one of {sorted(ACTIVATIONS)}.")
+        if position_embedding == "sincos":
+            check_divisible("hidden_dim", hidden_dim, "the sin-cos encoding's", 4)
         grid = image_size // patch_size
 
         # === Layers ===
         self.patch_embedding = PatchEmbedding(
             patch_size, hidden_dim, dtype=dtype, name="patch_embedding"
         )
-        self.position_encoding = SinCosPositionEncoding2D(
-            grid, dtype=dtype, name="position_encoding"
-        )
+        if position_embedding == "sincos":
+            self.position_encoding = SinCosPositionEncoding2D(
+                grid, dtype=dtype, name="position_encoding"
+            )
+        else:
+            # timm / open_clip initialise learned positions with std 0.02.
+            self.position_encoding = keras_hub.layers.PositionEmbedding(
+                grid * grid, initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+                dtype=dtype, name="position_embedding",
+            )
         self.class_token = (
             ClassToken(dtype=dtype, name="class_token") if use_class_token else None
         )
+        self.pre_norm = (
+            keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=dtype, name="pre_norm")
+            if pre_norm else None
+        )
         self.transformer_layers = pre_ln_blocks(
-            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype
+            num_layers, hidden_dim, num_heads, mlp_ratio, dropout, layer_norm_epsilon, dtype,
+            activation=activation,
         )
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
@@ -116,21 +153,40 @@ class ViTEncoder(keras_hub.models.Backbone):
         self.use_class_token = use_class_token
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.position_embedding = position_embedding
+        self.use_pre_norm = pre_norm
+        self.activation = activation
         self.grid_size = grid
         self.num_patches = grid * grid
 
     def embed_patches(self, images):
         """Patch embeddings plus position encoding, `(batch, patches, width)`."""
-        return self.position_encoding(self.patch_embedding(images))
+        patches = self.patch_embedding(images)
+        if isinstance(self.position_encoding, SinCosPositionEncoding2D):
+            return self.position_encoding(patches)  # adds the fixed table
+        return patches + self.position_encoding(patches)  # the learned table
 
     def encode_tokens(self, tokens, training=None):
-        """Class token (if any), transformer blocks and the final norm."""
+        """Class token (if any), the pre-norm (if any), transformer blocks and the final norm."""
         x = tokens
         if self.class_token is not None:
             x = self.class_token(x)
+        if self.pre_norm is not None:
+            x = self.pre_norm(x)
         for layer in self.transformer_layers:
             x = layer(x, training=training)
         return self.final_norm(x)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Load a saved encoder; `image_size=` loads it at another resolution.
+
+        Learned positions are resampled (bicubic), sin-cos ones recomputed
+        (`keras_maeclip.models.resolution.with_image_size`).
+        """
+        from keras_maeclip.models.resolution import load_at_image_size
+
+        return load_at_image_size(super().from_preset, preset, load_weights, **kwargs)
 
     def get_config(self):
         config = super().get_config()
@@ -146,6 +202,9 @@ class ViTEncoder(keras_hub.models.Backbone):
                 "use_class_token": self.use_class_token,
                 "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
+                "position_embedding": self.position_embedding,
+                "pre_norm": self.use_pre_norm,
+                "activation": self.activation,
             }
         )
         return config

@@ -1,20 +1,17 @@
 """MAE's timm-layout encoder checkpoints → `ViTEncoder`, against a NumPy ViT forward.
 
-The reference is written here from MAE's code paths (timm `PatchEmbed`,
-`Block`, `get_2d_sincos_pos_embed`), independently of the library: a
-stride-p convolution with a `(D, C, p, p)` kernel, the class token
-prepended after the positions are added, pre-norm blocks with a fused qkv
-projection split into heads, exact (erf) GELU, LayerNorm epsilon 1e-6.
+The reference is a NumPy timm ViT forward (`tests/models/timm_reference.py`,
+written from timm's and MAE's code paths, independently of the library)
+with MAE's `get_2d_sincos_pos_embed` table, written here.
 Tolerance: 1e-4 absolute and relative on float32 outputs of order 1.
 """
-
-import math
 
 import keras
 import numpy as np
 import pytest
 
 from keras_maeclip.models.convert_mae import load_mae_weights, read_torch_state_dict, vit_encoder_from_mae
+from tests.models.timm_reference import numpy_vit, random_vit_state
 
 WIDTH, HEADS, LAYERS, PATCH, SIZE, CHANNELS = 32, 2, 2, 4, 16, 3
 
@@ -32,71 +29,19 @@ def mae_sincos_positions(width, grid):
 
 
 def random_mae_state(seed=0, decoder=True):
-    rng = np.random.default_rng(seed)
-
-    def normal(*shape, scale=0.2):
-        return (rng.normal(size=shape) * scale).astype("float32")
-
     grid = SIZE // PATCH
-    state = {
-        "cls_token": normal(1, 1, WIDTH),
-        "pos_embed": mae_sincos_positions(WIDTH, grid)[None].astype("float32"),
-        "patch_embed.proj.weight": normal(WIDTH, CHANNELS, PATCH, PATCH),
-        "patch_embed.proj.bias": normal(WIDTH),
-        "norm.weight": 1 + normal(WIDTH),
-        "norm.bias": normal(WIDTH),
-    }
-    for i in range(LAYERS):
-        b = f"blocks.{i}."
-        state.update({
-            b + "norm1.weight": 1 + normal(WIDTH), b + "norm1.bias": normal(WIDTH),
-            b + "attn.qkv.weight": normal(3 * WIDTH, WIDTH), b + "attn.qkv.bias": normal(3 * WIDTH),
-            b + "attn.proj.weight": normal(WIDTH, WIDTH), b + "attn.proj.bias": normal(WIDTH),
-            b + "norm2.weight": 1 + normal(WIDTH), b + "norm2.bias": normal(WIDTH),
-            b + "mlp.fc1.weight": normal(4 * WIDTH, WIDTH), b + "mlp.fc1.bias": normal(4 * WIDTH),
-            b + "mlp.fc2.weight": normal(WIDTH, 4 * WIDTH), b + "mlp.fc2.bias": normal(WIDTH),
-        })
+    state = random_vit_state(WIDTH, HEADS, LAYERS, PATCH, SIZE, CHANNELS, seed=seed,
+                             positions=mae_sincos_positions(WIDTH, grid)[None].astype("float32"))
     if decoder:
-        state.update({"mask_token": normal(1, 1, 16), "decoder_embed.weight": normal(16, WIDTH)})
+        rng = np.random.default_rng(seed + 1)
+        state.update({"mask_token": rng.normal(size=(1, 1, 16)).astype("float32"),
+                      "decoder_embed.weight": rng.normal(size=(16, WIDTH)).astype("float32")})
     return state
 
 
-def layer_norm(x, gamma, beta, eps=1e-6):
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * gamma + beta
-
-
-def gelu(x):
-    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
-
-
 def numpy_mae_encoder(state, images):
-    """MAE's forward_encoder without masking (mask_ratio 0), NHWC images."""
-    s = {k: v.astype(np.float64) for k, v in state.items()}
-    batch, size = images.shape[0], images.shape[1]
-    grid = size // PATCH
-    patches = images.reshape(batch, grid, PATCH, grid, PATCH, CHANNELS).astype(np.float64)
-    # (D, C, p, p) kernel against (row-in-patch i, column j, channel c).
-    x = np.einsum("bgihjc,dcij->bghd", patches, s["patch_embed.proj.weight"]).reshape(batch, grid * grid, WIDTH)
-    x = x + s["patch_embed.proj.bias"] + s["pos_embed"][:, 1:]
-    cls = np.broadcast_to(s["cls_token"] + s["pos_embed"][:, :1], (batch, 1, WIDTH))
-    x = np.concatenate([cls, x], axis=1)
-    head_dim = WIDTH // HEADS
-    for i in range(LAYERS):
-        b = f"blocks.{i}."
-        h = layer_norm(x, s[b + "norm1.weight"], s[b + "norm1.bias"])
-        qkv = (h @ s[b + "attn.qkv.weight"].T + s[b + "attn.qkv.bias"]).reshape(batch, -1, 3, HEADS, head_dim)
-        q, k, v = (qkv[:, :, j].transpose(0, 2, 1, 3) for j in range(3))
-        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head_dim)
-        weights = np.exp(scores - scores.max(-1, keepdims=True))
-        weights /= weights.sum(-1, keepdims=True)
-        attended = (weights @ v).transpose(0, 2, 1, 3).reshape(batch, -1, WIDTH)
-        x = x + attended @ s[b + "attn.proj.weight"].T + s[b + "attn.proj.bias"]
-        h = layer_norm(x, s[b + "norm2.weight"], s[b + "norm2.bias"])
-        h = gelu(h @ s[b + "mlp.fc1.weight"].T + s[b + "mlp.fc1.bias"])
-        x = x + h @ s[b + "mlp.fc2.weight"].T + s[b + "mlp.fc2.bias"]
-    return layer_norm(x, s["norm.weight"], s["norm.bias"])
+    """MAE's forward_encoder without masking (mask_ratio 0): timm's forward, NHWC images."""
+    return numpy_vit(state, images, PATCH, HEADS)
 
 
 def test_converted_encoder_computes_maes_forward():
