@@ -254,6 +254,9 @@ def load_timm_weights(encoder, state_dict):
             f"{arch['grid']}²; load at the checkpoint's image_size, then change it "
             "(vit_encoder_from_timm(..., image_size=) does)."
         )
+    if "patch_embed.proj.bias" not in state_dict:  # CLIP-style towers' patch conv has no bias
+        width = arch["width"]
+        state_dict = dict(state_dict, **{"patch_embed.proj.bias": np.zeros(width, "float32")})
     take, used = taker(state_dict, "timm")
     positions = take("pos_embed")[0]
     lead = 1 if arch["class_position"] else 0

@@ -30,11 +30,13 @@ def images(size=SIZE, n=2, seed=1):
     dict(),  # timm's default: class token with a position
     dict(class_position=False),  # no_embed_class: the class token has no position
     dict(class_token=False),  # class_token=False (e.g. global-pool models' trunks)
-    dict(pre_norm=True),  # CLIP-style timm ViTs: norm_pre, QuickGELU, epsilon 1e-5
+    dict(pre_norm=True),  # CLIP-style timm ViTs: norm_pre, no patch bias, QuickGELU, epsilon 1e-5
 ])
 def test_converted_vit_computes_timms_forward(variant):
     weights = state(**variant)
     clip_style = variant.get("pre_norm", False)
+    if clip_style:
+        del weights["patch_embed.proj.bias"]  # as in timm's vit_*_clip_* (bias-free patch conv)
     options = dict(activation="quick_gelu", layer_norm_epsilon=1e-5) if clip_style else {}
     encoder = vit_encoder_from_timm(weights, num_heads=HEADS, **options)
     assert encoder.position_embedding == "learned" and encoder.use_pre_norm == clip_style

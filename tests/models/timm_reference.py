@@ -87,9 +87,10 @@ def numpy_vit(state, images, patch, heads, act=gelu, eps=1e-6):
     """timm's `forward_features` on NHWC images: `(batch, [1 +] patches, width)`."""
     s = {k: v.astype(np.float64) for k, v in state.items()}
     batch, size = images.shape[:2]
-    width = s["patch_embed.proj.bias"].shape[0]
+    width = s["patch_embed.proj.weight"].shape[0]
     grid = size // patch
-    x = patch_embed(images, s["patch_embed.proj.weight"], patch) + s["patch_embed.proj.bias"]
+    # CLIP-style towers' patch convolution has no bias.
+    x = patch_embed(images, s["patch_embed.proj.weight"], patch) + s.get("patch_embed.proj.bias", 0.0)
     table = s["pos_embed"]
     lead = table.shape[1] - grid * grid
     x = x + table[:, lead:]
