@@ -410,6 +410,30 @@ class PretrainingTask(keras_hub.models.Task):
                 config[part] = _deserialize_part(cls, part, config[part])
         return super().from_config(config)
 
+    def save_task_weights(self, filepath):
+        """keras-hub's task weights (what is not in the backbone), without the optimizer.
+
+        A preset is a model to start from: the optimizer's state (AdamW's
+        two moments of every variable, about twice the model) would triple
+        the files a preset publishes and is never restored into the fresh
+        optimizer `from_preset` compiles (Keras warned "Skipping variable
+        loading for optimizer" on every load). Training state lives in the
+        recipe's backups (`keras_maeclip.training.StepBackupAndRestore`).
+        """
+        if not self.has_task_weights():
+            raise ValueError(f"Task {self} has no weights not in the `backbone`; nothing to save.")
+        keras.saving.save_weights(self, filepath, objects_to_skip=self._not_task_weights())
+
+    def load_task_weights(self, filepath):
+        """keras-hub's, skipping the optimizer (also in presets saved with one)."""
+        keras.saving.load_weights(self, filepath, objects_to_skip=self._not_task_weights())
+
+    def _not_task_weights(self):
+        skip = list(self.backbone._flatten_layers())
+        if getattr(self, "optimizer", None) is not None:
+            skip.append(self.optimizer)
+        return skip
+
     def get_compile_config(self):
         """With the default optimizer, the arguments that rebuild it on load."""
         if getattr(self, "_auto_compile_config", None) is not None:

@@ -224,3 +224,25 @@ def test_keras_file_round_trip_keeps_the_optimizer_state(preprocessor, tmp_path)
     for a, b in zip(model.optimizer.variables, restored.optimizer.variables):
         np.testing.assert_array_equal(to_np(a), to_np(b), err_msg=a.path)
     assert restored.masking == model.masking and restored.decoder.vocabulary_size == model.decoder.vocabulary_size
+
+
+def test_trained_preset_holds_no_optimizer_state_and_loads_without_skipping(preprocessor, tmp_path):
+    import os
+    import warnings
+
+    import h5py
+
+    model = make(preprocessor, seed=2)
+    model.fit(raw_batch(8), batch_size=8, epochs=1, verbose=0)  # builds AdamW: its moments exist
+    assert len(model.optimizer.variables) > 100
+    model.save_to_preset(str(tmp_path))
+    with h5py.File(os.path.join(tmp_path, "task.weights.h5")) as f:
+        names = []
+        f.visit(names.append)
+    assert names and not any("optimizer" in n for n in names), names[:10]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        restored = MAECLIP.from_preset(str(tmp_path))
+    assert not [w for w in caught if "Skipping variable loading" in str(w.message)]
+    for a, b in zip(model.weights, restored.weights):
+        np.testing.assert_array_equal(to_np(a), to_np(b), err_msg=a.path)
