@@ -56,7 +56,7 @@ def test_exported_embedders_reproduce_the_keras_outputs(preprocessor, tmp_path):
     assert np.abs(expected_image).max() > 0.01
 
 
-@pytest.mark.skipif(keras.config.backend() != "torch", reason="the torch backend's refusal")
+@pytest.mark.skipif(keras.config.backend() != "torch", reason="checks the refusal of tf_saved_model on torch; JAX and TF export it (test above)")
 def test_saved_model_on_torch_names_the_alternatives(preprocessor, tmp_path):
     model = make_clip(preprocessor)
     with pytest.raises(ValueError, match="needs torch_xla.*format='torch'.*KERAS_BACKEND=tensorflow"):
