@@ -82,8 +82,7 @@ def _to_timm(visual):
                 unknown.append(name)
         else:
             unknown.append(name)
-    if "patch_embed.proj.weight" in timm:
-        timm["patch_embed.proj.bias"] = np.zeros(timm["patch_embed.proj.weight"].shape[0], "float32")
+    # conv1 has no bias: load_timm_weights gives a bias-free patch conv a zero one.
     return timm, projection, unknown
 
 
