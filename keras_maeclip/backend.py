@@ -116,3 +116,46 @@ def concrete_values(tensor):
     except Exception:  # noqa: BLE001 - any tensor that cannot be read is not checked
         return None
     return None
+
+
+def torch_fused_adamw(
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, learning_rate,
+    beta_1, beta_2, weight_decay, epsilon,
+):
+    """One AdamW update of torch tensors, in place, by PyTorch's fused kernel.
+
+    Keras' AdamW semantics (`keras_maeclip.optimizers.AdamW` calls this on
+    the torch backend): decoupled decay `p -= lr · wd · p` first, then
+    `p -= lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m / (√v + ε)`. PyTorch puts ε
+    inside the bias correction (`√(v / (1 − β₂ᵗ)) + ε`), so it is given
+    `ε / √(1 − β₂ᵗ)`, which makes the two updates equal. One pass over each
+    tensor (`torch.optim.adamw.adamw(fused=True)`, PyTorch's public
+    functional AdamW) instead of the ten elementwise passes of the
+    `_foreach` update.
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: lists of torch tensors of one
+            dtype and device, updated in place (not `grads`).
+        max_exp_avg_sqs: list (AMSGrad's running maxima) or empty.
+        step: int, the 1-based step `t` of this update.
+        learning_rate: float or 0-d tensor.
+        beta_1, beta_2, weight_decay, epsilon: floats.
+    """
+    import torch
+    from torch.optim.adamw import adamw
+
+    if not params:
+        return
+    correction = 1.0 - float(beta_2) ** step
+    steps = [torch.full((), float(step - 1), dtype=torch.float32, device=p.device) for p in params]
+    if isinstance(learning_rate, torch.Tensor):
+        learning_rate = learning_rate.to(dtype=torch.float32)
+        if learning_rate.device.type == "cpu":
+            learning_rate = float(learning_rate)
+    with torch.no_grad():
+        adamw(
+            params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+            fused=True, amsgrad=bool(max_exp_avg_sqs), beta1=float(beta_1),
+            beta2=float(beta_2), lr=learning_rate, weight_decay=float(weight_decay),
+            eps=float(epsilon) / correction**0.5, maximize=False,
+        )

@@ -29,6 +29,7 @@ from keras import ops
 from keras_maeclip.layers import ModalityEmbedding
 from keras_maeclip.models._blocks import pre_ln_blocks
 from keras_maeclip.models._validation import check_divisible, check_positive
+from keras_maeclip.optimizers import AdamW
 from keras_maeclip.training.layer_decay import LayerDecayAdamW, layer_decay_scales
 
 # Rows of the fusion's type (modality) embedding.
@@ -608,7 +609,7 @@ def fine_tune_vqa(
     )
     vqa_model.answers = list(vocabulary)
     if layer_decay is None:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        optimizer = AdamW(learning_rate, weight_decay=weight_decay)
     else:
         scales = layer_decay_scales(model, layer_decay)
         trained = {v.path for v in vqa_model.trainable_variables}

@@ -8,6 +8,7 @@ from keras_maeclip.losses import cross_replica
 from keras_maeclip.models._validation import PresetConfigError, check_token_ids
 from keras_maeclip.models.presets import is_directory_preset
 from keras_maeclip.models.resolution import load_at_image_size
+from keras_maeclip.optimizers import AdamW
 
 
 # Default warm-up when `total_steps` is given and `warmup_steps` is not: a
@@ -125,7 +126,8 @@ def default_optimizer(
             decayed. Defaults to `NO_DECAY_PARTS`.
 
     Returns:
-        A `keras.optimizers.AdamW`.
+        A `keras_maeclip.optimizers.AdamW` (Keras' AdamW; on PyTorch its
+        update runs as one fused kernel).
 
     Example:
     >>> opt = default_optimizer([], learning_rate=1e-3, warmup_steps=10,
@@ -135,7 +137,7 @@ def default_optimizer(
 
     References: Loshchilov & Hutter 2019 (AdamW); Radford et al. 2021 §2.5.
     """
-    optimizer = keras.optimizers.AdamW(
+    optimizer = AdamW(
         learning_rate=learning_rate_schedule(learning_rate, warmup_steps, total_steps),
         weight_decay=weight_decay,
         beta_1=beta_1,

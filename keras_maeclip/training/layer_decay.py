@@ -21,6 +21,7 @@ import collections
 
 import keras
 
+from keras_maeclip.optimizers import AdamW
 from keras_maeclip.training.locking import TOWERS, tower_of
 
 __all__ = ["LayerDecayAdamW", "layer_decay_scales"]
@@ -92,14 +93,15 @@ def layer_decay_scales(model, decay):
 
 
 @keras.saving.register_keras_serializable(package="keras_maeclip")
-class LayerDecayAdamW(keras.optimizers.AdamW):
+class LayerDecayAdamW(AdamW):
     """AdamW with a learning-rate scale per variable (layer-wise decay).
 
     A variable whose `path` is in `lr_scales` is updated at `learning_rate
     · scale`, its decoupled weight decay scaled alike; the others at the
     full rate. With every scale 1 (or `lr_scales` empty) this is Keras'
-    AdamW. Variables of one scale go through Keras' own update step
-    together, so every backend (and `tf.distribute`) keeps its own path.
+    AdamW. Variables of one scale go through the update step of
+    `keras_maeclip.optimizers.AdamW` together (Keras' own on JAX and
+    TensorFlow, `tf.distribute` included; PyTorch's fused kernel on torch).
 
     Args:
         lr_scales: dict, variable path → float scale ≥ 0 (from

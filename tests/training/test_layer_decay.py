@@ -16,7 +16,9 @@ import pytest
 import tensorflow as tf
 
 from keras_maeclip.models import MAE
+from keras_maeclip.optimizers import AdamW
 from keras_maeclip.training import LayerDecayAdamW, layer_decay_scales, tower_of
+from tests.numpy_adamw import numpy_adamw
 from tests.tiny import TINY, make_clip, raw_batch
 
 TWO_BLOCKS = dict(image_encoder=dict(TINY["image_encoder"], num_layers=2),
@@ -49,21 +51,6 @@ def test_scales_follow_each_towers_blocks(preprocessor):
         layer_decay_scales(model, 0.0)
 
 
-def numpy_adamw(weights, grads, rates, weight_decay, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-    """Keras' AdamW in NumPy, one learning rate per weight; `grads` is a list of steps."""
-    weights = [w.astype(np.float64) for w in weights]
-    m = [np.zeros_like(w) for w in weights]
-    v = [np.zeros_like(w) for w in weights]
-    for t, step_grads in enumerate(grads, start=1):
-        for i, g in enumerate(step_grads):
-            weights[i] = weights[i] - weights[i] * weight_decay * rates[i]
-            m[i] = beta_1 * m[i] + (1 - beta_1) * g
-            v[i] = beta_2 * v[i] + (1 - beta_2) * g * g
-            alpha = rates[i] * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
-            weights[i] = weights[i] - alpha * m[i] / (np.sqrt(v[i]) + epsilon)
-    return weights
-
-
 def test_updates_equal_numpy_adamw_at_each_variables_own_rate():
     rng = np.random.default_rng(0)
     initial = [rng.normal(size=(3, 4)).astype("float32") for _ in range(3)]
@@ -77,9 +64,10 @@ def test_updates_equal_numpy_adamw_at_each_variables_own_rate():
     for variable, want in zip(variables, expected):
         np.testing.assert_allclose(to_np(variable), want, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(to_np(variables[2]), initial[2])  # scale 0: untouched
-    # All scales 1: exactly Keras' AdamW.
+    # All scales 1: exactly its base, the library's AdamW (Keras' update; on
+    # torch PyTorch's fused kernel, which tests/training/test_adamw.py checks).
     plain, scaled = (keras.Variable(initial[0]) for _ in range(2))
-    keras.optimizers.AdamW(lr, weight_decay=wd).apply_gradients([(keras.ops.convert_to_tensor(steps[0][0]), plain)])
+    AdamW(lr, weight_decay=wd).apply_gradients([(keras.ops.convert_to_tensor(steps[0][0]), plain)])
     LayerDecayAdamW(lr, weight_decay=wd).apply_gradients([(keras.ops.convert_to_tensor(steps[0][0]), scaled)])
     np.testing.assert_array_equal(to_np(plain), to_np(scaled))
 
