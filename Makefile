@@ -1,13 +1,15 @@
 # Two commands, each sets up what it needs first:
 #   make train   pretrain tiny CLIP on the synthetic set, print zero-shot accuracy
 #   make test    run the test suite
-# KERAS_BACKEND (jax | tensorflow | torch) picks the backend; default jax.
+# KERAS_BACKEND (jax | tensorflow | torch) picks the backend; unset, the recipe
+# takes the fastest for the hardware (torch on a CPU, jax with a GPU or TPU).
 # ARGS passes flags to the recipe, e.g. make train ARGS="--preset=clip_tiny_max".
 
 PYTHON ?= python3.11
 VENV := .venv
-KERAS_BACKEND ?= jax
+ifdef KERAS_BACKEND
 export KERAS_BACKEND
+endif
 
 STAMP := $(VENV)/.installed
 # Test processes (pytest-xdist). One module's tests stay in one process

@@ -1,7 +1,10 @@
-"""Choosing the Keras backend from a recipe flag, before keras is imported.
+"""Backend-specific code: choosing the Keras backend, and what only one backend needs.
 
-Also where the recipes quiet their start-up: the messages every run printed
-before its first line of output, none of which a user can act on.
+Choosing the backend from a recipe flag (before keras is imported) and
+the default when nothing names one; quieting the recipes' start-up (the
+messages every run printed before its first line of output, none of which
+a user can act on); reading concrete tensor values on any backend; and
+PyTorch's fused AdamW update behind `keras_maeclip.optimizers.AdamW`.
 """
 
 import logging
@@ -10,21 +13,48 @@ import sys
 import warnings
 
 
-DEFAULT_BACKEND = "jax"
+# The backend a recipe runs on when neither its --backend flag nor
+# KERAS_BACKEND names one: the fastest on the hardware at hand.
+# On a CPU that is eager PyTorch: every run of benchmarks/train_step.py on
+# the reference machine had it ahead of TensorFlow (XLA) and JAX (XLA) —
+# docs/benchmarks.md. With a GPU or TPU: JAX (TPUs run only JAX and
+# TensorFlow; on GPUs no backend comparison has run yet, see
+# benchmarks/gpu_check.sh).
+CPU_BACKEND = "torch"
+ACCELERATOR_BACKEND = "jax"
+# Device files of an NVIDIA GPU, a TPU and an AMD GPU (ROCm).
+ACCELERATOR_DEVICES = ("/dev/nvidia0", "/dev/accel0", "/dev/kfd")
+
+
+def default_backend(devices=ACCELERATOR_DEVICES):
+    """The backend of a recipe left to choose: `"jax"` with an accelerator, else `"torch"`.
+
+    Looks for accelerator device files only (nothing is imported, so it
+    can run before keras is).
+
+    Args:
+        devices: paths whose existence means an accelerator is attached.
+
+    Returns:
+        `ACCELERATOR_BACKEND` if one of `devices` exists, else `CPU_BACKEND`.
+    """
+    return ACCELERATOR_BACKEND if any(os.path.exists(d) for d in devices) else CPU_BACKEND
 
 
 def select_backend(name=None):
-    """Sets `KERAS_BACKEND` (from `name`, else the environment, else JAX) and quiets TF's C++ logs.
+    """Sets `KERAS_BACKEND` (from `name`, else the environment, else `default_backend()`).
 
-    Must run before the first import of keras or tensorflow, which read the
-    variable once. With neither `name` nor `KERAS_BACKEND`, the recipes run
-    on JAX, the README's default (`make train`), rather than on whatever
-    Keras would pick, so that a recipe started as `python recipes/...` and
-    one started by `make` train on the same backend.
+    Also quiets TF's C++ logs. Must run before the first import of keras
+    or tensorflow, which read the variable once. With neither `name` nor
+    `KERAS_BACKEND` (or an empty one), the recipes run on
+    `default_backend()` — eager PyTorch on a CPU, the fastest there —
+    rather than on whatever Keras would pick, so that a recipe started as
+    `python recipes/...` and one started by `make train` train on the same
+    backend.
 
     Args:
         name: `"jax"`, `"tensorflow"`, `"torch"` or `None` (keep
-            `KERAS_BACKEND`, or JAX when it is unset).
+            `KERAS_BACKEND`, or `default_backend()` when it is unset).
 
     Returns:
         str, the backend keras will load.
@@ -40,8 +70,8 @@ def select_backend(name=None):
                 "set KERAS_BACKEND in the environment instead."
             )
         os.environ["KERAS_BACKEND"] = name
-    elif "keras" not in sys.modules:
-        os.environ.setdefault("KERAS_BACKEND", DEFAULT_BACKEND)
+    elif "keras" not in sys.modules and not os.environ.get("KERAS_BACKEND"):
+        os.environ["KERAS_BACKEND"] = default_backend()
     quiet_startup()
     if "keras" in sys.modules:
         import keras

@@ -40,7 +40,7 @@ from keras_maeclip.backend import fit_verbosity, select_backend
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", None, "Preset directory of a trained CLIP, MAECLIP, M3AE or MAE task.")
 flags.DEFINE_list("evaluations", None, "Comma-separated evaluations (default: all that apply to the model).")
-flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else jax.")
+flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else torch on a CPU, jax with a GPU/TPU (keras_maeclip.backend.default_backend).")
 flags.DEFINE_string("output_dir", None, "Where evaluation.json and the PNGs go (default: <preset>/../eval).")
 flags.DEFINE_integer("examples", 1000, "Held-out images per evaluation (test split size).")
 flags.DEFINE_integer("train_examples", 2000, "Training images of the linear probe and VQA.")

@@ -47,7 +47,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "clip", ["clip", "maeclip", "m3ae", "mae"], "Which pretraining model.")
 flags.DEFINE_string("preset", None, "Architecture preset name or preset directory (default: the model's tiny preset).")
 flags.DEFINE_enum("pooling", None, ["gap", "max", "map"], "Pooling of both towers for clip/maeclip (default: the preset's).")
-flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else jax.")
+flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else torch on a CPU, jax with a GPU/TPU (keras_maeclip.backend.default_backend).")
 flags.DEFINE_string("data", "synthetic", "'synthetic', or files of --data_format (comma-separated paths / globs / dirs).")
 flags.DEFINE_enum("data_format", "tfrecord", ["tfrecord", "csv", "webdataset", "folder"], "Format of --data files (see docs/data.md).")
 flags.DEFINE_string("csv_img_key", "filepath", "csv: column of image paths.")

@@ -39,7 +39,7 @@ flags.DEFINE_string("data_format", "tfrecord", "Format of --data (recipes/pretra
 flags.DEFINE_multi_string("pretrain_flag", [], "A further flag of every pretraining run, e.g. --pretrain_flag=--learning_rate=5e-4 (repeatable).")
 flags.DEFINE_multi_string("evaluate_flag", [], "A further flag of every evaluation, e.g. --evaluate_flag=--linear_probe_epochs=10 (repeatable).")
 flags.DEFINE_bool("reevaluate", False, "Run every evaluation with recipes/evaluate.py, also zero-shot and retrieval that pretraining already measured (for --evaluate_flag that change the data).")
-flags.DEFINE_string("backend", None, "Keras backend of the runs (jax|tensorflow|torch); default KERAS_BACKEND, else jax.")
+flags.DEFINE_string("backend", None, "Keras backend of the runs (jax|tensorflow|torch); default KERAS_BACKEND, else torch on a CPU, jax with a GPU/TPU (keras_maeclip.backend.default_backend).")
 flags.DEFINE_integer("parallel", 1, "Runs at once, each in its own processes.")
 flags.DEFINE_list("metrics", None, "Metrics (names or patterns) of results.md and the plots (default: the headline ones present).")
 flags.DEFINE_string("output_dir", "runs/study", "Where runs, results.csv, results.md and plots/ go.")

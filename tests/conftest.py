@@ -7,7 +7,8 @@ default before anything else is imported.
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+if not os.environ.get("KERAS_BACKEND"):
+    os.environ["KERAS_BACKEND"] = "jax"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402

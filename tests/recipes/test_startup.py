@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from keras_maeclip.backend import fit_verbosity
+from keras_maeclip.backend import default_backend, fit_verbosity
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,12 +25,14 @@ def _run(name, **env):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_unset_backend_means_jax_and_the_flag_or_the_environment_win():
+def test_unset_backend_means_the_default_and_the_flag_or_the_environment_win():
     # `python recipes/study.py` without KERAS_BACKEND used to stop its runs
     # with KeyError: 'KERAS_BACKEND' in recipes/pretrain.py.
-    result = _run("")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["jax", "jax"]
+    expected = default_backend()
+    for unset in ({}, {"KERAS_BACKEND": ""}):  # `make` exports an empty one
+        result = _run("", **unset)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split() == [expected, expected]
     result = _run("", KERAS_BACKEND="torch")
     assert result.stdout.split() == ["torch", "torch"], result.stderr[-2000:]
     result = _run("torch", KERAS_BACKEND="jax")
@@ -62,9 +64,16 @@ def test_start_up_prints_none_of_the_stacks_noise():
     result = subprocess.run([sys.executable, "-c", STARTUP], env=dict(environment, PYTHONPATH=REPO),
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "started on jax"
+    assert result.stdout.strip() == f"started on {default_backend()}"
     for noise in ("Unable to register", "Unable to initialize backend", "FutureWarning", "oneDNN"):
         assert noise not in result.stderr, result.stderr[-2000:]
+
+
+def test_default_is_torch_on_a_cpu_and_jax_with_an_accelerator(tmp_path):
+    # Eager PyTorch is the fastest backend on a CPU (docs/benchmarks.md).
+    assert default_backend(devices=(str(tmp_path / "nvidia0"),)) == "torch"
+    (tmp_path / "accel0").touch()
+    assert default_backend(devices=(str(tmp_path / "nvidia0"), str(tmp_path / "accel0"))) == "jax"
 
 
 class _Stream(io.StringIO):
