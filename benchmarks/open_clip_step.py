@@ -17,7 +17,16 @@ the class token during training. Differences that cost no matmul FLOPs:
 open_clip's vision tower has a class token (attention over 65 tokens, ours
 over 64) and a pre-LayerNorm, its text tower pools at the argmax token under
 a causal mask (ours: mean over real tokens). `bf16` runs the forward under
-`torch.autocast("cpu", torch.bfloat16)`, open_clip's `--precision amp_bf16`.
+`torch.autocast(device, torch.bfloat16)`, open_clip's `--precision amp_bf16`.
+
+Other architectures and devices (used by `benchmarks/gpu_step.py` for the
+paper-size ViT-B/16 row on a GPU): the config may also hold `"vision"` and
+`"text"` (dicts that override VISION / TEXT below, e.g. `image_size`,
+`width`, `layers`, `context_length`), `"embed_dim"`, and `"device"`
+(`"cpu"`, the default; `"cuda"`; or `"auto"`: cuda when torch sees a GPU).
+On CUDA the row also reports the device name and peak GPU memory
+(`torch.cuda.max_memory_allocated`). Without these keys the row is
+bench-small on the CPU, as before.
 
 Timing, as in `train_step.py`: the same fixed, seeded random batch every
 step; `loss.item()` ends each step (a sync); step time is the interval
@@ -42,14 +51,18 @@ TEXT = dict(context_length=32, vocab_size=30522, width=256, heads=4, layers=6)
 EMBED_DIM = 256
 
 
-def analytic_flops_per_sample(patch_dropout, batch_size):
+def analytic_flops_per_sample(patch_dropout, batch_size, vision=None, text=None, embed_dim=None):
     """Training FLOPs per sample, with `keras_maeclip.training.flops`' conventions.
 
     Matmuls and attention only, a multiply-add = 2 FLOPs, backward = 2x
     forward: patch embedding, the vision tower over the kept patches plus
     the class token, the text tower over 32 tokens, both projections and
-    the sample's row of the batch's logits.
+    the sample's row of the batch's logits. `vision`, `text`, `embed_dim`:
+    the architecture (default: bench-small's VISION, TEXT, EMBED_DIM).
     """
+    vision = VISION if vision is None else vision
+    text = TEXT if text is None else text
+    embed_dim = EMBED_DIM if embed_dim is None else embed_dim
 
     def dense(tokens, d_in, d_out):
         return 2 * tokens * d_in * d_out
@@ -58,14 +71,14 @@ def analytic_flops_per_sample(patch_dropout, batch_size):
         return layers * (2 * tokens * (4 * width * width + 2 * width * 4 * width)
                          + 2 * 2 * tokens * tokens * width)
 
-    patches = (VISION["image_size"] // VISION["patch_size"]) ** 2
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
     kept = int(patches * (1.0 - patch_dropout)) if patch_dropout else patches
     forward = (
-        dense(patches, VISION["patch_size"] ** 2 * 3, VISION["width"])
-        + tower(kept + 1, VISION["width"], VISION["layers"])
-        + tower(TEXT["context_length"], TEXT["width"], TEXT["layers"])
-        + dense(1, VISION["width"], EMBED_DIM) + dense(1, TEXT["width"], EMBED_DIM)
-        + dense(1, EMBED_DIM, batch_size)
+        dense(patches, vision["patch_size"] ** 2 * 3, vision["width"])
+        + tower(kept + 1, vision["width"], vision["layers"])
+        + tower(text["context_length"], text["width"], text["layers"])
+        + dense(1, vision["width"], embed_dim) + dense(1, text["width"], embed_dim)
+        + dense(1, embed_dim, batch_size)
     )
     return 3 * forward
 
@@ -93,10 +106,18 @@ def run(config):
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(config.get("seed", 0))
-    vision = dict(VISION, patch_dropout=float(config.get("patch_dropout", 0.0)))
+    device = config.get("device", "cpu")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} but torch {torch.__version__} sees no CUDA GPU")
+    vision = dict(VISION, **config.get("vision", {}))
+    vision["patch_dropout"] = float(config.get("patch_dropout", 0.0))
+    text = dict(TEXT, **config.get("text", {}))
+    embed_dim = int(config.get("embed_dim", EMBED_DIM))
     model = open_clip.CLIP(
-        embed_dim=EMBED_DIM, vision_cfg=vision, text_cfg=dict(TEXT), output_dict=True
-    )
+        embed_dim=embed_dim, vision_cfg=vision, text_cfg=dict(text), output_dict=True
+    ).to(device)
     model.train()
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(
@@ -104,13 +125,18 @@ def run(config):
     )
     batch_size = int(config["batch_size"])
     rng = np.random.default_rng(config.get("seed", 0))
-    images = torch.from_numpy(rng.uniform(-1, 1, (batch_size, 3, 128, 128)).astype("float32"))
-    texts = torch.from_numpy(rng.integers(1, TEXT["vocab_size"], (batch_size, 32)).astype("int64"))
+    size, length = vision["image_size"], text["context_length"]
+    images = torch.from_numpy(rng.uniform(-1, 1, (batch_size, 3, size, size)).astype("float32"))
+    texts = torch.from_numpy(rng.integers(1, text["vocab_size"], (batch_size, length)).astype("int64"))
+    images, texts = images.to(device), texts.to(device)
     bf16 = config.get("dtype") == "mixed_bfloat16"
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
 
     def autocast():
         if bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     warmup, steps = int(config["warmup"]), int(config["steps"])
@@ -126,6 +152,13 @@ def run(config):
         losses.append(loss.item())  # sync
         ends.append(time.perf_counter())
     step_times = [ends[i] - ends[i - 1] for i in range(warmup, warmup + steps)]
+    flops = analytic_flops_per_sample(vision["patch_dropout"], batch_size, vision, text, embed_dim)
+    extra = {}
+    if vision != dict(VISION, patch_dropout=vision["patch_dropout"]) or text != TEXT:
+        extra["architecture"] = {"vision": vision, "text": text, "embed_dim": embed_dim}
+    if cuda:
+        extra["device_name"] = torch.cuda.get_device_name(device)
+        extra["peak_gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return {
         "backend": "open_clip",
         "model": "flip" if vision["patch_dropout"] > 0 else "clip",
@@ -136,7 +169,8 @@ def run(config):
         "versions": {"open_clip": open_clip.__version__, "torch": torch.__version__},
         "threads": {"torch_num_threads": torch.get_num_threads()},
         "params": int(sum(p.numel() for p in model.parameters())),
-        "flops_per_sample": analytic_flops_per_sample(vision["patch_dropout"], batch_size),
+        "device": device,
+        "flops_per_sample": flops,
         "first_step_s": ends[0] - start,
         "step_times_s": step_times,
         "median_step_s": statistics.median(step_times),
@@ -144,12 +178,12 @@ def run(config):
         "min_step_s": min(step_times),
         "max_step_s": max(step_times),
         "samples_per_s": batch_size / statistics.median(step_times),
-        "gflops_per_s": analytic_flops_per_sample(vision["patch_dropout"], batch_size)
-        * batch_size / statistics.median(step_times) / 1e9,
+        "gflops_per_s": flops * batch_size / statistics.median(step_times) / 1e9,
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "loadavg_start": loadavg_start,
         "loadavg_end": os.getloadavg(),
+        **extra,
     }
 
 

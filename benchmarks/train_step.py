@@ -49,15 +49,28 @@ steps. The table then adds each row's step time over open_clip CLIP's, and
 machine's fp32 / bf16 matmul peak measured by `benchmarks/matmul_peak.py`
 at the start of the run.
 
+With `--reference=jax` (alone or in a list: `--reference=open_clip,jax`)
+the run adds the row "jax (no Keras)": the same CLIP training step (model,
+InfoNCE loss, AdamW with Keras' semantics and decay exclusions, the same
+fixed batch) written in pure JAX, one `jax.jit` with donated state, by
+`benchmarks/jax_reference_step.py` under this Python with `KERAS_BACKEND`
+unset (float32, `--preset=clip_bench_small` only). The table then adds each
+row's step time over that row's: our JAX row's ratio is what the Keras path
+adds on top of XLA; the reference's own time against eager PyTorch is
+XLA:CPU's share. `XLA_FLAGS` set for the run applies to every JAX row.
+
 How to run
 ----------
     python benchmarks/train_step.py                       # all backends, both models
     python benchmarks/train_step.py --reference=open_clip # + open_clip CLIP and FLIP, A B A B
+    python benchmarks/train_step.py --backends=jax,torch --models=clip --reference=jax  # + pure-JAX CLIP
+    python benchmarks/train_step.py --models=clip --reference=open_clip,jax  # both references
     python benchmarks/train_step.py --models=clip         # CLIP only
     python benchmarks/train_step.py --models=clip,flip --reference=open_clip  # FLIP, ours and open_clip's
     python benchmarks/train_step.py --models=clip,clip_gradcache --batch_size=128  # GradCache cost, max RSS
     python benchmarks/train_step.py --backends=jax --steps=50
     python benchmarks/train_step.py --dtype=mixed_bfloat16 --output_json=r.json
+    python benchmarks/train_step.py --backends=torch --image_size=224 --remat=activations
     python benchmarks/train_step.py --steps=3 --warmup=1 --batch_size=8  # smoke
 
 The parent prints a header (machine, library versions, workload, settings),
@@ -74,6 +87,14 @@ fp32) took about 7.7 minutes: JAX 125 s (first step 26 s), TensorFlow 241 s
 PyTorch 93 s. Steps are seconds long and the figures are sensitive to
 anything else running: check the min step time and the load average printed
 per backend. Figures: docs/benchmarks.md.
+
+Memory, per worker: `max_rss_gib` is the process' peak RSS (framework,
+weights, batch, and all `fit` added, including XLA's compiled program on JAX
+/ TensorFlow); `rss_before_fit_gib` the RSS just before `fit`;
+`rss_growth_gib` = max - before; `peak_rss_timed_gib` the peak over the timed
+steps only (the peak is reset after the warm-up through /proc/self/clear_refs,
+so it excludes compilation). benchmarks/scaling.py sweeps batch, resolution
+(`--image_size`), mask ratio and `--remat` with this worker.
 """
 
 import json
@@ -87,6 +108,7 @@ from absl import app
 from absl import flags
 
 from machine import machine_facts  # benchmarks/machine.py: this script's folder is on sys.path
+from workload import make_batch  # benchmarks/workload.py
 
 _BACKENDS = ("jax", "tensorflow", "torch")
 # flip: CLIP with patch dropout (--flip_patch_dropout); clip_gradcache: CLIP
@@ -113,6 +135,17 @@ flags.DEFINE_list(
 flags.DEFINE_string("preset", "clip_bench_small", "CLIP architecture preset name.")
 flags.DEFINE_string("maeclip_preset", "maeclip_bench_small", "MAE-CLIP architecture preset name.")
 flags.DEFINE_float("mask_ratio", 0.75, "MAE-CLIP image mask ratio.")
+flags.DEFINE_integer(
+    "image_size", None,
+    "Optional image resolution override (from_preset(image_size=...)); default: the "
+    "preset's (128 for bench-small). Patch 16: 64 -> 16 patches, 128 -> 64, 224 -> 196.",
+    lower_bound=1,
+)
+flags.DEFINE_enum(
+    "remat", "none", ["none", "activations"],
+    "Build the model inside keras_maeclip.training.remat_scope(...) as recipes/pretrain.py "
+    "does: activations recomputes the activation functions (MLP GELU) in the backward pass.",
+)
 flags.DEFINE_enum(
     "jit",
     "auto",
@@ -139,12 +172,19 @@ flags.DEFINE_string("output_json", None, "Optional path: write all results as JS
 flags.DEFINE_integer(
     "timeout", 3600, "Seconds before a worker subprocess is killed.", lower_bound=1
 )
-flags.DEFINE_enum(
-    "reference", "none", ["none", "open_clip"],
-    "open_clip: also time open_clip's CLIP on the identical workload (and, when "
-    "maeclip is among --models, open_clip FLIP: patch dropout 0.75) in the same "
-    "run, alternating rows A B A B over --rounds, and print each row's step time "
-    "relative to open_clip's CLIP. Needs --open_clip_python.",
+_REFERENCES = ("open_clip", "jax")
+# The pure-JAX reference row's backend label (benchmarks/jax_reference_step.py).
+_JAX_REFERENCE = "jax (no Keras)"
+flags.DEFINE_list(
+    "reference", ["none"],
+    "Comma-separated reference rows, timed in the same run, alternating rows "
+    "A B A B over --rounds: open_clip: open_clip's CLIP on the identical workload "
+    "(and, when maeclip is among --models, open_clip FLIP: patch dropout 0.75), "
+    "and each row's step time relative to open_clip's CLIP; needs "
+    "--open_clip_python. jax: the same CLIP step written in pure JAX (no Keras; "
+    "benchmarks/jax_reference_step.py, this Python, float32 only), row "
+    f"'{_JAX_REFERENCE}', and each row's step time relative to it. "
+    "none: no reference.",
 )
 flags.DEFINE_string(
     "open_clip_python",
@@ -274,17 +314,37 @@ def _make_profiler(backend, out_dir, warmup):
     return Profiler()
 
 
-def make_batch(batch_size, image_size, sequence_length, vocabulary_size, seed):
-    """A fixed, seeded, preprocessed CLIP batch (NumPy)."""
-    import numpy as np
+def _status_gib(field):
+    """A memory field of /proc/self/status (VmRSS: current RSS, VmHWM: peak RSS) in GiB.
 
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(-1.0, 1.0, (batch_size, image_size, image_size, 3)).astype("float32")
-    lengths = rng.integers(sequence_length // 4, sequence_length + 1, batch_size)
-    padding_mask = (np.arange(sequence_length)[None, :] < lengths[:, None]).astype("int32")
-    token_ids = rng.integers(1, vocabulary_size, (batch_size, sequence_length)).astype("int32")
-    token_ids = token_ids * padding_mask
-    return {"images": images, "token_ids": token_ids, "padding_mask": padding_mask}
+    Falls back to psutil's current RSS for VmRSS; None where neither is available."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    if field == "VmRSS":
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss / 2**30
+        except ImportError:
+            pass
+    return None
+
+
+def _reset_peak_rss():
+    """Reset this process' peak RSS (VmHWM, and with it ru_maxrss) to the current RSS.
+
+    Linux >= 4.0 (`echo 5 > /proc/self/clear_refs`). True on success."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def run_worker(backend):
@@ -310,6 +370,7 @@ def run_worker(backend):
     import numpy as np
 
     from keras_maeclip.models import CLIP, MAECLIP
+    from keras_maeclip.training import remat_scope
     from keras_maeclip.training.flops import analytic_flops_per_sample
 
     assert keras.backend.backend() == backend, keras.backend.backend()
@@ -319,17 +380,27 @@ def run_worker(backend):
     keras.utils.set_random_seed(FLAGS.seed)
     keras.config.set_dtype_policy(FLAGS.dtype)
     t_build = time.perf_counter()
-    if FLAGS.model == "maeclip":
-        model = MAECLIP.from_preset(
-            preset, image_mask_ratio=FLAGS.mask_ratio, seed=FLAGS.seed, compile=False
-        )
-    elif FLAGS.model == "flip":
-        model = CLIP.from_preset(
-            preset, patch_dropout=FLAGS.flip_patch_dropout, seed=FLAGS.seed, compile=False
-        )
-        result["patch_dropout"] = FLAGS.flip_patch_dropout
-    else:
-        model = CLIP.from_preset(preset, compile=False)
+    # --image_size overrides the preset's resolution; --remat: the model is
+    # built inside remat_scope, as recipes/pretrain.py does (the scope acts on
+    # the layers created inside it).
+    overrides = {"image_size": FLAGS.image_size} if FLAGS.image_size else {}
+    remat = None if FLAGS.remat == "none" else FLAGS.remat
+    result["remat"] = FLAGS.remat
+    with remat_scope(remat):
+        if FLAGS.model == "maeclip":
+            model = MAECLIP.from_preset(
+                preset, image_mask_ratio=FLAGS.mask_ratio, seed=FLAGS.seed, compile=False,
+                **overrides,
+            )
+            result["image_mask_ratio"] = FLAGS.mask_ratio
+        elif FLAGS.model == "flip":
+            model = CLIP.from_preset(
+                preset, patch_dropout=FLAGS.flip_patch_dropout, seed=FLAGS.seed, compile=False,
+                **overrides,
+            )
+            result["patch_dropout"] = FLAGS.flip_patch_dropout
+        else:
+            model = CLIP.from_preset(preset, compile=False, **overrides)
     if model.preprocessor is not None:
         raise ValueError(f"Preset {preset!r} has a preprocessor; expected none.")
     model.compile(jit_compile=result["jit_compile"], steps_per_execution=1)
@@ -343,6 +414,8 @@ def run_worker(backend):
     result["flops_per_sample"] = analytic_flops_per_sample(model, FLAGS.batch_size)
 
     img, txt = model.backbone.image_encoder, model.backbone.text_encoder
+    result["image_size"] = int(img.image_size)
+    result["num_patches"] = int(img.num_patches)
     batch = make_batch(
         FLAGS.batch_size, img.image_size, txt.sequence_length, txt.vocabulary_size, FLAGS.seed
     )
@@ -369,6 +442,13 @@ def run_worker(backend):
             # float() blocks until the step's computation is done.
             self.losses.append(float(np.asarray(logs["loss"])))
             self.end.append(time.perf_counter())
+            if len(self.end) == FLAGS.warmup:
+                # End of the warm-up (compilation, optimizer state created):
+                # keep the peak so far, then restart the peak so that the
+                # timed steps' own peak can be read at the end.
+                self.rss_after_warmup = _status_gib("VmRSS")
+                self.peak_before_timed = _status_gib("VmHWM")
+                self.peak_reset = _reset_peak_rss()
 
     timer = StepTimer()
     total = FLAGS.warmup + FLAGS.steps
@@ -378,6 +458,10 @@ def run_worker(backend):
         os.makedirs(out_dir, exist_ok=True)
         callbacks.append(_make_profiler(backend, out_dir, FLAGS.warmup))
         result["profile_dir"] = out_dir
+    # Current RSS before training: the framework, the model's weights, the
+    # batch; max_rss_gib - rss_before_fit_gib is what training added
+    # (compilation on JAX / TensorFlow, activations, gradients, optimizer state).
+    result["rss_before_fit_gib"] = _status_gib("VmRSS")
     t_fit = time.perf_counter()
     model.fit(data, steps_per_epoch=total, epochs=1, verbose=0, callbacks=callbacks)
     result["fit_s"] = time.perf_counter() - t_fit
@@ -411,6 +495,18 @@ def run_worker(backend):
         result["max_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     except ImportError:
         pass
+    # Peak RSS over the timed steps only (the peak was reset after the warm-up,
+    # so it excludes compilation); max_rss_gib stays the whole process' peak.
+    result["rss_after_warmup_gib"] = getattr(timer, "rss_after_warmup", None)
+    if getattr(timer, "peak_reset", False):
+        result["peak_rss_timed_gib"] = _status_gib("VmHWM")
+        before = getattr(timer, "peak_before_timed", None)
+        if before is not None and "max_rss_gib" in result:
+            result["max_rss_gib"] = max(result["max_rss_gib"], before)
+    else:
+        result["peak_rss_timed_gib"] = None
+    if result.get("max_rss_gib") is not None and result["rss_before_fit_gib"] is not None:
+        result["rss_growth_gib"] = result["max_rss_gib"] - result["rss_before_fit_gib"]
     return result
 
 
@@ -459,6 +555,10 @@ def _worker_command(backend, model):
         args.append(f"--profile_dir={os.path.abspath(FLAGS.profile_dir)}")
     if FLAGS.threads:
         args.append(f"--threads={FLAGS.threads}")
+    if FLAGS.image_size:
+        args.append(f"--image_size={FLAGS.image_size}")
+    if FLAGS.remat != "none":
+        args.append(f"--remat={FLAGS.remat}")
     return args
 
 
@@ -472,6 +572,32 @@ def _open_clip_command(model):
     return [FLAGS.open_clip_python, script, json.dumps(config)]
 
 
+def _jax_reference_command():
+    """The pure-JAX CLIP step (benchmarks/jax_reference_step.py), run by this Python."""
+    config = {
+        "steps": FLAGS.steps, "warmup": FLAGS.warmup, "batch_size": FLAGS.batch_size,
+        "dtype": FLAGS.dtype, "seed": FLAGS.seed, "threads": FLAGS.threads,
+    }
+    if getattr(FLAGS, "image_size", None):
+        config["image_size"] = FLAGS.image_size
+    if getattr(FLAGS, "remat", "none") != "none":
+        config["remat"] = FLAGS.remat
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jax_reference_step.py")
+    return [sys.executable, script, json.dumps(config)]
+
+
+def _references():
+    """--reference as a list of names ("none" alone: no reference); unknown names are an error."""
+    names = [n.strip() for n in FLAGS.reference if n.strip()]
+    if names in ([], ["none"]):
+        return []
+    unknown = [n for n in names if n not in _REFERENCES]
+    if unknown:
+        raise app.UsageError(
+            f"Unknown --reference {unknown}; use 'none' or a comma-separated list of {_REFERENCES}.")
+    return list(dict.fromkeys(names))
+
+
 def run_backend(backend, model):
     env = dict(os.environ, KERAS_BACKEND=backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -479,6 +605,9 @@ def run_backend(backend, model):
     if backend == "open_clip":
         command = _open_clip_command(model)
         env.pop("PYTHONPATH", None)  # the open_clip venv must not see the shared one
+    elif backend == _JAX_REFERENCE:
+        command = _jax_reference_command()
+        env.pop("KERAS_BACKEND")  # pure JAX: Keras is never imported there
     else:
         command = _worker_command(backend, model)
     try:
@@ -538,9 +667,10 @@ def _merge_rounds(results):
     return row
 
 
-def _reference_row(rows):
+def _reference_row(rows, backend="open_clip"):
+    """The reference's CLIP row (open_clip's, or the pure-JAX one), if it ran."""
     for r in rows:
-        if r.get("ok") and r["backend"] == "open_clip" and r["model"] == "clip":
+        if r.get("ok") and r["backend"] == backend and r["model"] == "clip":
             return r
     return None
 
@@ -553,12 +683,15 @@ def _peak_for(peak, dtype):
 
 def _fmt_table(rows, peak=None):
     reference = _reference_row(rows)
+    jax_reference = _reference_row(rows, _JAX_REFERENCE)
     header = ["model", "backend", "jit", "median step (s)", "samples/s", "min / max (s)",
               "compile/first step (s)", "GFLOP/s"]
     if peak:
         header.append("% of peak")
     if reference:
         header.append("step / open_clip CLIP")
+    if jax_reference:
+        header.append("step / pure-JAX CLIP")
     lines = []
     for r in rows:
         label = _LABELS.get(r["model"], r["model"])
@@ -577,6 +710,8 @@ def _fmt_table(rows, peak=None):
                 line.append(f"{100 * r['gflops_per_s'] / _peak_for(peak, r['dtype']):.0f} %")
             if reference:
                 line.append(f"{r['median_step_s'] / reference['median_step_s']:.2f}")
+            if jax_reference:
+                line.append(f"{r['median_step_s'] / jax_reference['median_step_s']:.2f}")
         else:
             line = [label, r["backend"], str(r.get("jit_compile", "-")), "FAILED (see below)"]
             line += ["-"] * (len(header) - len(line))
@@ -625,6 +760,7 @@ def parent_main():
     unknown = [m for m in FLAGS.models if m not in _MODELS]
     if unknown:
         raise app.UsageError(f"Unknown models {unknown}; choose from {_MODELS}.")
+    _references()  # an unknown --reference name fails before anything runs
     print("# CLIP / MAE-CLIP train-step benchmark (keras_maeclip)")
     print(f"date:      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"platform:  {facts['platform']}")
@@ -642,7 +778,8 @@ def parent_main():
     print(f"settings:  batch {FLAGS.batch_size}, dtype {FLAGS.dtype}, warm-up {FLAGS.warmup} "
           f"+ timed {FLAGS.steps} steps, steps_per_execution=1, jit={FLAGS.jit}"
           f"{' (torch_compile)' if FLAGS.torch_compile else ''}, "
-          f"threads={FLAGS.threads or 'default'}, seed {FLAGS.seed}")
+          f"threads={FLAGS.threads or 'default'}, seed {FLAGS.seed}, "
+          f"image size {FLAGS.image_size or 'preset default'}, remat {FLAGS.remat}")
     print(f"input:     one fixed seeded random batch from memory, reused every step: "
           f"{_INPUT_METHOD}")
     print("timing:    interval between consecutive step ends (float(loss) in "
@@ -651,7 +788,8 @@ def parent_main():
     sys.stdout.flush()
 
     jobs = [(backend, model) for backend in FLAGS.backends for model in FLAGS.models]
-    if FLAGS.reference == "open_clip":
+    references = _references()
+    if "open_clip" in references:
         if FLAGS.preset != "clip_bench_small" or FLAGS.maeclip_preset != "maeclip_bench_small":
             raise app.UsageError(
                 "--reference=open_clip builds open_clip's bench-small architecture; keep "
@@ -665,8 +803,17 @@ def parent_main():
         jobs.append(("open_clip", "clip"))
         if "maeclip" in FLAGS.models or "flip" in FLAGS.models:
             jobs.append(("open_clip", "flip"))
-    rounds = FLAGS.rounds or (2 if FLAGS.reference != "none" else 1)
-    want_peak = FLAGS.measure_peak if FLAGS.measure_peak is not None else FLAGS.reference != "none"
+    if "jax" in references:
+        if FLAGS.preset != "clip_bench_small":
+            raise app.UsageError(
+                "--reference=jax builds the bench-small CLIP in pure JAX; keep "
+                "--preset=clip_bench_small.")
+        if FLAGS.dtype != "float32":
+            raise app.UsageError(
+                f"--reference=jax runs float32 only; got --dtype={FLAGS.dtype}.")
+        jobs.append((_JAX_REFERENCE, "clip"))
+    rounds = FLAGS.rounds or (2 if references else 1)
+    want_peak = FLAGS.measure_peak if FLAGS.measure_peak is not None else bool(references)
     peak = None
     if want_peak:
         sys.stderr.write("[train_step] measuring the matmul peak ...\n")
@@ -733,7 +880,7 @@ def parent_main():
                 "mask_ratio": FLAGS.mask_ratio, "flip_patch_dropout": FLAGS.flip_patch_dropout,
                 "grad_cache_micro_batches": FLAGS.grad_cache_micro_batches,
                 "torch_compile": FLAGS.torch_compile, "dtype": FLAGS.dtype,
-                "threads": FLAGS.threads, "seed": FLAGS.seed, "reference": FLAGS.reference,
+                "threads": FLAGS.threads, "seed": FLAGS.seed, "reference": references,
                 "rounds": rounds,
             }, "matmul_peak": peak, "results": rows, "step_time_over_clip": ratios},
                 f, indent=2)
