@@ -821,7 +821,8 @@ def parent_main():
     print(f"rounds:    {rounds} (rows interleaved: " + " ".join(
         f"{_LABELS.get(m, m)}@{b}" for b, m in jobs) + (" ..." if rounds > 1 else "") + ")")
     if peak:
-        print(f"peak:      matmul {peak['size']}² best of {peak['repeats']} (torch "
+        sides = "/".join(str(n) for n in peak.get("sizes", [peak["size"]]))
+        print(f"peak:      matmul {sides}² best of {peak['repeats']} each (torch "
               f"{peak['torch']}, {peak['torch_num_threads']} threads): fp32 "
               f"{peak['float32_gflops']:.1f} GFLOP/s, bf16 {peak['bfloat16_gflops']:.1f} GFLOP/s; "
               f"CPU flags {peak.get('cpu_flags')}")
