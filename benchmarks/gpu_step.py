@@ -108,7 +108,7 @@ from absl import app
 from absl import flags
 
 from machine import machine_facts  # benchmarks/machine.py: this script's folder is on sys.path
-from workload import make_batch  # benchmarks/workload.py
+from workload import make_batch, run_and_report  # benchmarks/workload.py
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _BACKENDS = ("jax", "torch", "tensorflow")
@@ -407,18 +407,7 @@ def run_worker(backend):
 def worker_main(backend):
     if os.environ.get("KERAS_BACKEND") != backend:
         raise SystemExit(f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND')!r}, expected {backend!r}")
-    try:
-        result = run_worker(backend)
-        result["ok"] = True
-    except Exception as e:  # noqa: BLE001 - reported to the parent.
-        import traceback
-
-        traceback.print_exc()
-        result = {"backend": backend, "model": FLAGS.model, "ok": False,
-                  "error": f"{type(e).__name__}: {e}"}
-    sys.stdout.write(_RESULT_PREFIX + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0 if result["ok"] else 1
+    return run_and_report(lambda: run_worker(backend), _RESULT_PREFIX, backend=backend, model=FLAGS.model)
 
 
 # --------------------------------------------------------------------------
