@@ -77,7 +77,7 @@ flags.DEFINE_integer("local_negative_steps", 0, "Steps with local contrastive ne
 flags.DEFINE_integer("local_batch_size", None, "Block size of local negatives (default: each replica's batch; on one device batch_size // 2).")
 flags.DEFINE_enum("loss", None, ["softmax", "sigmoid"], "clip/maeclip contrastive loss: softmax (InfoNCE, default) or sigmoid (SigLIP: learned temperature and bias, init t'=log 10, b=-10).")
 flags.DEFINE_float("patch_dropout", None, "clip: FLIP patch dropout, the share of image patches dropped in training (all patches at evaluation; default 0).")
-flags.DEFINE_integer("unmasked_tuning_steps", 0, "clip with --patch_dropout: the last N of --steps train without patch dropout (FLIP's unmasked tuning; the cosine schedule continues).")
+flags.DEFINE_integer("unmasked_tuning_steps", 0, "clip with --patch_dropout, or maeclip: the last N of --steps train on whole images and captions (FLIP's unmasked tuning; maeclip: contrastive loss only; the cosine schedule continues).")
 flags.DEFINE_bool("lock_image", False, "clip/maeclip: freeze the image tower (LiT; open_clip --lock-image); see --lock_image_unlocked_blocks.")
 flags.DEFINE_integer("lock_image_unlocked_blocks", 0, "With --lock_image: its last N transformer blocks (and final norm) keep training.")
 flags.DEFINE_bool("lock_text", False, "clip/maeclip: freeze the text tower (open_clip --lock-text); see --lock_text_unlocked_blocks.")
@@ -91,6 +91,7 @@ flags.DEFINE_enum("masking", None, ["random", "similarity"], "maeclip: how maske
 flags.DEFINE_float("similarity_temperature", None, "maeclip similarity masking: lower is more peaked (default 0.1).")
 flags.DEFINE_enum("similarity_direction", None, ["mask_similar", "keep_similar"], "maeclip similarity masking: mask the caption-similar patches or keep them (default mask_similar).")
 flags.DEFINE_enum("contrastive_view", None, ["masked", "full"], "maeclip: contrastive branch on the kept patches or a second full pass (default masked).")
+flags.DEFINE_enum("contrastive_text_view", None, ["masked", "full"], "maeclip: contrastive text embedding from the masked caption or a second pass over the whole caption (default masked).")
 flags.DEFINE_bool("norm_pix_loss", True, "Per-patch normalised pixel targets (MAE's norm_pix_loss).")
 flags.DEFINE_integer("reconstructions", 8, "Held-out images in reconstructions.png for masked models (0: none).")
 flags.DEFINE_integer("seed", 0, "Seed for data order, initialisation and held-out split.")
@@ -140,6 +141,7 @@ TASK_FLAGS = {
     "similarity_temperature": {"maeclip": "similarity_temperature"},
     "similarity_direction": {"maeclip": "similarity_direction"},
     "contrastive_view": {"maeclip": "contrastive_view"},
+    "contrastive_text_view": {"maeclip": "contrastive_text_view"},
 }
 
 
@@ -164,8 +166,8 @@ def _task_kwargs():
     if FLAGS.patch_dropout:
         kwargs["seed"] = FLAGS.seed
     if FLAGS.unmasked_tuning_steps:
-        if not FLAGS.patch_dropout:
-            raise app.UsageError("--unmasked_tuning_steps ends a --patch_dropout run (clip); set --patch_dropout too.")
+        if not FLAGS.patch_dropout and model != "maeclip":
+            raise app.UsageError("--unmasked_tuning_steps ends a masked run: --model=maeclip, or --model=clip with --patch_dropout.")
         if not 0 < FLAGS.unmasked_tuning_steps < FLAGS.steps:
             raise app.UsageError(
                 f"--unmasked_tuning_steps={FLAGS.unmasked_tuning_steps} must be between 0 and "
@@ -665,15 +667,15 @@ def _lock_towers(model):
 
 
 def _unmasked_tuning(model, data, done, steps, setup, output_dir, history):
-    """FLIP's unmasked tuning: `steps` more fit steps with every patch.
+    """FLIP's unmasked tuning: `steps` more fit steps on whole images and captions.
 
     Continues the data stream after the `done` masked steps; the optimizer
     (and its cosine schedule) carries on. This short phase takes no
     step-level backups: the masked phase's backup is deleted when that phase
     completes, so a crash here restarts the run.
     """
-    print(f"Unmasked tuning: {steps} steps without patch dropout.", flush=True)
-    model.set_patch_dropout(0.0)
+    print(f"Unmasked tuning: {steps} steps on whole images and captions.", flush=True)
+    model.set_unmasked_tuning(True)
     with setup.scope():
         tuned = model.fit(
             data.skip(done), epochs=1, steps_per_epoch=steps, shuffle=False,

@@ -142,6 +142,7 @@ class CLIP(PretrainingTask):
         # Only a model that drops patches holds a seed state (plain CLIP's
         # weights stay as they were).
         self.seed_generator = keras.random.SeedGenerator(seed) if patch_dropout else None
+        self.unmasked_tuning = False
         self.built = True
         if compile:
             self.compile()
@@ -164,13 +165,28 @@ class CLIP(PretrainingTask):
         if getattr(self, "optimizer", None) is not None:
             self.make_train_function(force=True)
 
+    def set_unmasked_tuning(self, enabled=True):
+        """Train on whole inputs from now on (FLIP's unmasked tuning).
+
+        While enabled, a training step sees every patch and (for `MAECLIP`)
+        the whole caption: CLIP drops no patches whatever its
+        `patch_dropout`, and `MAECLIP` computes the contrastive loss alone on
+        the full views (nothing is masked, so nothing is reconstructed; its
+        reconstruction metrics are not updated). `enabled=False` returns to
+        the masked training step. Evaluation and inference always see whole
+        inputs. Not saved with the model: a training-phase switch.
+        """
+        self.unmasked_tuning = bool(enabled)
+        if getattr(self, "optimizer", None) is not None:
+            self.make_train_function(force=True)
+
     def call(self, inputs, training=False):
         encoder = self.backbone.image_encoder
         check_images(inputs["images"], encoder.image_size, encoder.num_channels)
         vocabulary_size = getattr(self.backbone.text_encoder, "vocabulary_size", None)
         if vocabulary_size is not None:
             check_token_ids(inputs["token_ids"], vocabulary_size)
-        if training and self.patch_dropout:
+        if training and self.patch_dropout and not self.unmasked_tuning:
             return self._call_with_patch_dropout(inputs)
         return self.backbone(
             {

@@ -36,8 +36,11 @@ class MAECLIP(CLIP):
 
     1. The caption's tokens are masked BERT-style (`text_mask_ratio` of the
        real, non-special tokens become `[MASK]`) and the text tower encodes
-       the masked caption once; its pooled embedding feeds the contrastive
-       loss and its tokens feed the decoder.
+       the masked caption; its tokens feed the decoder. With
+       `contrastive_text_view="masked"` (one pass) its pooled embedding is
+       also the contrastive one; with `"full"` a second, cheap text-tower
+       pass over the whole caption gives the contrastive embedding (what
+       CLIP's text tower sees).
     2. The image's patches are embedded (with positions), `image_mask_ratio`
        of them are dropped and the image tower encodes only the kept ones.
        With `contrastive_view="masked"` (default, one pass) the contrastive
@@ -45,6 +48,15 @@ class MAECLIP(CLIP):
        over all patches gives it.
     3. The `CrossModalDecoder` fills in mask tokens and reconstructs the
        masked patches (per-patch normalised pixels) and the masked tokens.
+
+    Outside training (`training=False`: `evaluate`, `predict`, every
+    evaluation, held-out losses) the contrastive embeddings always come
+    from the whole image and the whole caption, whatever the views, so
+    MAE-CLIP's held-out contrastive loss and embeddings compare with
+    CLIP's; the reconstruction outputs and losses stay on masked inputs
+    (the masked patches and tokens are what they measure).
+    `set_unmasked_tuning(True)` (FLIP's unmasked tuning) makes the
+    training step do the same and train the contrastive loss alone.
 
     Loss: `contrastive + image_loss_weight · image + text_loss_weight · text`
     (defaults `0.05` and `0.1`, the paper's). Each term is its own metric
@@ -94,7 +106,12 @@ class MAECLIP(CLIP):
             the contrastive loss; M3AE uses 0.75).
         image_loss_weight: float, defaults to `0.05`.
         text_loss_weight: float, defaults to `0.1`.
-        contrastive_view: `"masked"` or `"full"`, defaults to `"masked"`.
+        contrastive_view: `"masked"` or `"full"`, the image view of the
+            contrastive loss in training; defaults to `"masked"`.
+        contrastive_text_view: `"masked"` or `"full"`, the caption view of
+            the contrastive loss in training (the masked caption, or the
+            whole one through a second text-tower pass); defaults to
+            `"masked"`.
         masking: `"random"` or `"similarity"`, defaults to `"random"`.
         similarity_temperature: float, how peaked similarity masking is.
             Defaults to `0.1`.
@@ -127,7 +144,7 @@ class MAECLIP(CLIP):
 
     task_keys = CLIP.task_keys + (
         "image_mask_ratio", "text_mask_ratio", "image_loss_weight", "text_loss_weight",
-        "contrastive_view", "masking", "similarity_temperature", "similarity_direction",
+        "contrastive_view", "contrastive_text_view", "masking", "similarity_temperature", "similarity_direction",
         "norm_pix_loss",
         "mask_token_id", "special_token_ids", "seed",
     )
@@ -148,6 +165,7 @@ class MAECLIP(CLIP):
         image_loss_weight=0.05,
         text_loss_weight=0.1,
         contrastive_view="masked",
+        contrastive_text_view="masked",
         masking="random",
         similarity_temperature=0.1,
         similarity_direction="mask_similar",
@@ -161,6 +179,11 @@ class MAECLIP(CLIP):
         if contrastive_view not in CONTRASTIVE_VIEWS:
             raise ValueError(
                 f"Unknown contrastive_view={contrastive_view!r}; use one of {CONTRASTIVE_VIEWS}."
+            )
+        if contrastive_text_view not in CONTRASTIVE_VIEWS:
+            raise ValueError(
+                f"Unknown contrastive_text_view={contrastive_text_view!r}; use one of "
+                f"{CONTRASTIVE_VIEWS}."
             )
         if masking not in MASKING_STRATEGIES:
             raise ValueError(f"Unknown masking={masking!r}; use one of {MASKING_STRATEGIES}.")
@@ -189,6 +212,7 @@ class MAECLIP(CLIP):
         self.image_loss_weight = image_loss_weight
         self.text_loss_weight = text_loss_weight
         self.contrastive_view = contrastive_view
+        self.contrastive_text_view = contrastive_text_view
         self.masking = masking
         self.similarity_temperature = similarity_temperature
         self.similarity_direction = similarity_direction
@@ -217,6 +241,22 @@ class MAECLIP(CLIP):
         images, padding_mask = inputs["images"], inputs["padding_mask"]
         check_images(images, image_encoder.image_size, image_encoder.num_channels)
         check_token_ids(inputs["token_ids"], text_encoder.vocabulary_size)
+        if training and self.unmasked_tuning:
+            # FLIP's unmasked tuning: whole images, whole captions, contrastive only.
+            text_tokens = text_encoder.encode_tokens(
+                text_encoder.embed_tokens(inputs["token_ids"]), padding_mask, training=training
+            )
+            image_tokens = image_encoder.encode_tokens(
+                image_encoder.embed_patches(images), training=training
+            )
+            return {
+                "image_embeddings": backbone.embed_image_tokens(image_tokens),
+                "text_embeddings": backbone.embed_text_tokens(text_tokens, padding_mask),
+            }
+        # Outside training the contrastive embeddings always see the whole
+        # image and caption (as CLIP's do); reconstruction stays masked.
+        whole_image = not training or self.contrastive_view == "full"
+        whole_caption = not training or self.contrastive_text_view == "full"
 
         text = text_masking(
             inputs["token_ids"], padding_mask, self.text_mask_ratio, self.mask_token_id,
@@ -225,11 +265,16 @@ class MAECLIP(CLIP):
         text_tokens = text_encoder.encode_tokens(
             text_encoder.embed_tokens(text["token_ids"]), padding_mask, training=training
         )
-        text_embeddings = backbone.embed_text_tokens(text_tokens, padding_mask)
+        contrastive_text_tokens = text_tokens
+        if whole_caption:
+            contrastive_text_tokens = text_encoder.encode_tokens(
+                text_encoder.embed_tokens(inputs["token_ids"]), padding_mask, training=training
+            )
+        text_embeddings = backbone.embed_text_tokens(contrastive_text_tokens, padding_mask)
 
         patches = image_encoder.embed_patches(images)
         full_tokens = None
-        if self.contrastive_view == "full":
+        if whole_image:
             full_tokens = image_encoder.encode_tokens(patches, training=training)
         if self.masking == "similarity":
             if full_tokens is None:
@@ -279,6 +324,13 @@ class MAECLIP(CLIP):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         contrastive = self.contrastive_term(y_pred, training)
+        if "pixels" not in y_pred:
+            # Unmasked tuning: nothing is masked, nothing to rebuild. The
+            # decoder gets zero gradients (a zero-weighted tie) rather than
+            # none, so every backend updates the same variables without
+            # "gradients do not exist" warnings.
+            tie = sum(ops.sum(ops.cast(v, "float32")) for v in self.decoder.trainable_variables)
+            return self.total_loss(contrastive + 0.0 * tie)
         image = pixel_reconstruction_loss(
             x["images"], y_pred["pixels"], y_pred["image_mask"], self.patch_size, self.norm_pix_loss
         )
@@ -301,6 +353,7 @@ class MAECLIP(CLIP):
                 "image_loss_weight": self.image_loss_weight,
                 "text_loss_weight": self.text_loss_weight,
                 "contrastive_view": self.contrastive_view,
+                "contrastive_text_view": self.contrastive_text_view,
                 "masking": self.masking,
                 "similarity_temperature": self.similarity_temperature,
                 "similarity_direction": self.similarity_direction,

@@ -222,6 +222,9 @@ def flop_count(model, batch_size=None, sequence_length=None):
         if model.contrastive_view == "full":
             grad["image_tower_full"] = full_pass()
             contrastive_tokens = full_tokens
+        if model.contrastive_text_view == "full":
+            # The whole caption through the text tower a second time.
+            grad["text_tower_whole_caption"] = grad["text_tower"]
         if model.masking == "similarity":
             if model.contrastive_view == "masked":
                 no_grad["image_tower_scoring"] = full_pass()

@@ -31,7 +31,7 @@ def spy_on_image_encoder(model, monkeypatch):
 def test_masked_view_encodes_only_the_kept_patches(preprocessor, monkeypatch):
     model = make(preprocessor, seed=0)
     seen = spy_on_image_encoder(model, monkeypatch)
-    out = model(preprocessor(raw_batch(4)))
+    out = model(preprocessor(raw_batch(4)), training=True)
     assert seen == [(4, 4, 32)]  # 16 patches, 75 % masked: one pass over 4
     assert out["pixels"].shape == (4, 16, 48)
     # The token head scores ceil(0.15 * 12) = 2 slots per caption, not all 12.
@@ -45,13 +45,93 @@ def test_full_view_adds_an_unmasked_pass_for_the_contrastive_embedding(preproces
     model = make(preprocessor, contrastive_view="full", text_mask_ratio=0.0, seed=0)
     inputs = preprocessor(raw_batch(4))
     seen = spy_on_image_encoder(model, monkeypatch)
-    out = model(inputs)
+    out = model(inputs, training=True)
     assert seen == [(4, 16, 32), (4, 4, 32)]
     monkeypatch.undo()
     # Unmasked text and the full image: exactly CLIP's embeddings.
     reference = model.backbone(inputs)
     for key in ("image_embeddings", "text_embeddings"):
         np.testing.assert_allclose(to_np(out[key]), to_np(reference[key]), atol=1e-5)
+
+
+def test_evaluation_embeds_whole_images_and_captions(preprocessor, monkeypatch):
+    # Issue 25: at training=False (evaluate, predict, every evaluation) the
+    # contrastive embeddings are the full view's, whatever the training views;
+    # the reconstruction outputs stay masked.
+    model = make(preprocessor, text_mask_ratio=0.5, seed=0)
+    inputs = preprocessor(raw_batch(4))
+    seen = spy_on_image_encoder(model, monkeypatch)
+    out = model(inputs)
+    assert seen == [(4, 16, 32), (4, 4, 32)]  # the full pass, then the masked one
+    monkeypatch.undo()
+    reference = model.backbone(inputs)
+    for key in ("image_embeddings", "text_embeddings"):
+        np.testing.assert_allclose(to_np(out[key]), to_np(reference[key]), atol=1e-5)
+    np.testing.assert_array_equal(to_np(out["image_mask"]).sum(1), [12] * 4)
+    assert to_np(out["text_mask"]).sum() > 0
+    predicted = model.predict(raw_batch(4), batch_size=4, verbose=0)
+    for key in ("image_embeddings", "text_embeddings"):
+        np.testing.assert_allclose(predicted[key], to_np(reference[key]), atol=1e-5)
+
+
+def test_held_out_contrastive_loss_is_clips_on_the_same_weights(preprocessor):
+    # model.evaluate: MAE-CLIP's contrastive term equals CLIP's on the same
+    # towers (full views); the reconstruction terms are still reported.
+    model = make(preprocessor, text_mask_ratio=0.5, seed=1)
+    clip = CLIP(model.backbone, preprocessor=preprocessor)
+    data = raw_batch(8)
+    maeclip_logs = model.evaluate(data, batch_size=8, verbose=0, return_dict=True)
+    clip_logs = clip.evaluate(data, batch_size=8, verbose=0, return_dict=True)
+    assert maeclip_logs["contrastive_loss"] == pytest.approx(clip_logs["contrastive_loss"], rel=1e-5)
+    assert maeclip_logs["image_reconstruction_loss"] > 0 and maeclip_logs["text_reconstruction_loss"] > 0
+
+
+@pytest.mark.parametrize("text_view", ["masked", "full"])
+def test_contrastive_text_view(preprocessor, text_view):
+    # "full": the contrastive text embedding is CLIP's (whole caption) while
+    # the decoder still reads the masked caption; "masked": the masked one.
+    model = make(preprocessor, text_mask_ratio=0.5, contrastive_text_view=text_view, seed=2)
+    inputs = preprocessor(raw_batch(8))
+    out = model(inputs, training=True)
+    whole = to_np(model.backbone(inputs)["text_embeddings"])
+    assert to_np(out["text_mask"]).sum() > 0
+    if text_view == "full":
+        np.testing.assert_allclose(to_np(out["text_embeddings"]), whole, atol=1e-5)
+    else:
+        assert np.abs(to_np(out["text_embeddings"]) - whole).max() > 1e-3
+    assert MAECLIP.from_config(model.get_config()).contrastive_text_view == text_view
+    with pytest.raises(ValueError, match="contrastive_text_view"):
+        make(preprocessor, contrastive_text_view="whole")
+
+
+def test_unmasked_tuning_trains_the_last_steps_on_whole_inputs(preprocessor, monkeypatch):
+    # Issue 25: the last N steps see every patch and the whole caption and
+    # train the contrastive loss alone. Eager steps, so each step's inputs
+    # to the towers can be recorded.
+    model = make(preprocessor, text_mask_ratio=0.5, seed=3)
+    model.compile(learning_rate=1e-3, run_eagerly=True)
+    image_lengths, caption_has_mask = [], []
+    encoder, text = model.backbone.image_encoder, model.backbone.text_encoder
+    encode, embed = encoder.encode_tokens, text.embed_tokens
+    monkeypatch.setattr(encoder, "encode_tokens",
+                        lambda x, **kw: image_lengths.append(int(x.shape[1])) or encode(x, **kw))
+    monkeypatch.setattr(text, "embed_tokens", lambda ids, **kw: caption_has_mask.append(
+        bool((to_np(ids) == model.mask_token_id).any())) or embed(ids, **kw))
+    data = tf.data.Dataset.from_tensors(raw_batch(8)).repeat()
+    masked = model.fit(data, steps_per_epoch=3, epochs=1, verbose=0).history
+    assert image_lengths == [4] * 3 and caption_has_mask == [True] * 3
+    image_lengths.clear(), caption_has_mask.clear()
+    model.set_unmasked_tuning(True)
+    tuned = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0).history
+    assert image_lengths == [16] * 2 and caption_has_mask == [False] * 2
+    assert int(to_np(model.optimizer.iterations)) == 5
+    # The contrastive loss alone: the total is that term.
+    assert tuned["loss"][0] == pytest.approx(tuned["contrastive_loss"][0], rel=1e-5)
+    assert masked["loss"][0] > masked["contrastive_loss"][0]
+    model.set_unmasked_tuning(False)
+    image_lengths.clear()
+    model.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
+    assert image_lengths == [4]
 
 
 def test_text_masking_spares_padding_and_special_tokens(preprocessor):
@@ -155,7 +235,7 @@ def test_similarity_masking_scores_patches_as_the_dense_embeddings(preprocessor,
     similarity = np.einsum("bld,bd->bl", dense, text)
     for direction in ("mask_similar", "keep_similar"):
         model.similarity_direction = direction
-        mask = to_np(model(inputs)["image_mask"]).astype(bool)
+        mask = to_np(model(inputs, training=True)["image_mask"]).astype(bool)
         np.testing.assert_array_equal(mask.sum(1), [12] * 4)
         chosen, rest = (mask, ~mask) if direction == "mask_similar" else (~mask, mask)
         for row in range(4):

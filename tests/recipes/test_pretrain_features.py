@@ -29,21 +29,34 @@ def test_siglip_with_patch_dropout_then_unmasked_tuning(tmp_path):
                  "--lock_text", "--lock_text_unlocked_blocks=1", "--grad_cache_micro_batches=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "grad_cache_micro_batches=2" in result.stdout
-    assert "Unmasked tuning: 1 steps without patch dropout." in result.stdout
+    assert "Unmasked tuning: 1 steps on whole images and captions." in result.stdout
     assert "Locked the text tower:" in result.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "logit_bias" in metrics and metrics["loss"] > 0
     model = CLIP.from_preset(str(tmp_path / "preset"))
     assert model.contrastive.loss == "sigmoid"
-    assert model.patch_dropout == 0.0  # saved after the unmasked phase
+    # The preset records the training setting; unmasked tuning is a phase, not saved.
+    assert model.patch_dropout == 0.5 and not model.unmasked_tuning
     # 2 masked + 1 unmasked updates (GradCache counts a step once, not per micro-batch).
     assert int(keras.ops.convert_to_numpy(model.contrastive.steps_seen)) == 3
 
 
-def test_unmasked_tuning_needs_patch_dropout(tmp_path):
+def test_unmasked_tuning_needs_a_masked_run(tmp_path):
     result = run(tmp_path, "--steps=3", "--unmasked_tuning_steps=1")
     assert result.returncode != 0
-    assert "--unmasked_tuning_steps ends a --patch_dropout run" in result.stderr
+    assert "--unmasked_tuning_steps ends a masked run: --model=maeclip, or --model=clip with --patch_dropout" in result.stderr
+
+
+def test_maeclip_unmasked_tuning_and_whole_caption_view(tmp_path):
+    from keras_maeclip.models import MAECLIP
+
+    result = run(tmp_path, "--model=maeclip", "--steps=3", "--unmasked_tuning_steps=1",
+                 "--contrastive_text_view=full", "--reconstructions=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Unmasked tuning: 1 steps on whole images and captions." in result.stdout
+    model = MAECLIP.from_preset(str(tmp_path / "preset"))
+    assert model.contrastive_text_view == "full"
+    assert int(keras.ops.convert_to_numpy(model.contrastive.steps_seen)) == 3
 
 
 def test_grad_cache_flag_errors(tmp_path):

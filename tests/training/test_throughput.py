@@ -144,6 +144,13 @@ def test_maeclip_counts_each_pass(preprocessor, view, masking):
     assert analytic_flops_per_sample(model, batch) == 3 * grad + no_grad
 
 
+def test_maeclip_whole_caption_view_adds_one_text_tower_pass(preprocessor):
+    masked = flop_count(make_maeclip(preprocessor), 8)
+    whole = flop_count(make_maeclip(preprocessor, contrastive_text_view="full"), 8)
+    assert sum(whole.grad.values()) - sum(masked.grad.values()) == block(12, 32)
+    assert whole.no_grad == masked.no_grad
+
+
 def test_m3ae_and_mae_match_a_hand_count():
     m3ae = M3AE.from_preset(
         "m3ae_tiny", vocabulary_size=100, sequence_length=12, image_size=16,
