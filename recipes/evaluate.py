@@ -42,6 +42,7 @@ flags.DEFINE_string("preset", None, "Preset directory of a trained CLIP, MAECLIP
 flags.DEFINE_list("evaluations", None, "Comma-separated evaluations (default: all that apply to the model).")
 flags.DEFINE_string("backend", None, "Keras backend (jax|tensorflow|torch); default KERAS_BACKEND, else torch on a CPU, jax with a GPU/TPU (keras_maeclip.backend.default_backend).")
 flags.DEFINE_string("output_dir", None, "Where evaluation.json and the PNGs go (default: <preset>/../eval).")
+flags.DEFINE_list("synthetic_sizes", None, "Object sizes of the held-out synthetic scenes (small,large; default both): those the model was trained on (pretrain.py --synthetic_sizes).")
 flags.DEFINE_integer("examples", 1000, "Held-out images per evaluation (test split size).")
 flags.DEFINE_integer("train_examples", 2000, "Training images of the linear probe and VQA.")
 flags.DEFINE_integer("seed", 0, "The pretraining data seed; held-out scenes are drawn with seed + offsets.")
@@ -145,6 +146,7 @@ def main(argv):
         data_dir=data_dir,
         segmentation_dir=FLAGS.segmentation_dir,
         verbose=fit_verbosity(),
+        synthetic_sizes=tuple(FLAGS.synthetic_sizes) if FLAGS.synthetic_sizes else None,
     )
     started = time.time()
     keras.utils.set_random_seed(FLAGS.seed)

@@ -36,6 +36,8 @@ flags.DEFINE_integer("eval_examples", 1000, "Held-out examples per evaluation.")
 flags.DEFINE_list("evaluations", None, "Suite evaluations to report (default: all that apply to each variant).")
 flags.DEFINE_string("data", "synthetic", "Training data of recipes/pretrain.py: 'synthetic' or files of --data_format.")
 flags.DEFINE_string("data_format", "tfrecord", "Format of --data (recipes/pretrain.py --data_format).")
+flags.DEFINE_integer("image_size", None, "Image size of every run (default: the presets', 32). 48 with --synthetic_sizes=large keeps the captioned object visible under 75 % masking (docs/study.md).")
+flags.DEFINE_list("synthetic_sizes", None, "Object sizes of the synthetic scenes in training and evaluation (small,large; default both).")
 flags.DEFINE_multi_string("pretrain_flag", [], "A further flag of every pretraining run, e.g. --pretrain_flag=--learning_rate=5e-4 (repeatable).")
 flags.DEFINE_multi_string("evaluate_flag", [], "A further flag of every evaluation, e.g. --evaluate_flag=--linear_probe_epochs=10 (repeatable).")
 flags.DEFINE_bool("reevaluate", False, "Run every evaluation with recipes/evaluate.py, also zero-shot and retrieval that pretraining already measured (for --evaluate_flag that change the data).")
@@ -63,6 +65,8 @@ def _config():
         data_format=FLAGS.data_format,
         pretrain_flags=tuple(FLAGS.pretrain_flag),
         evaluate_flags=tuple(FLAGS.evaluate_flag),
+        image_size=FLAGS.image_size,
+        synthetic_sizes=tuple(FLAGS.synthetic_sizes) if FLAGS.synthetic_sizes else None,
         reevaluate=FLAGS.reevaluate,
         backend=FLAGS.backend,
         parallel=FLAGS.parallel,

@@ -166,6 +166,18 @@ def _check_int(name, value, low, high=None):
     return value
 
 
+def _check_sizes(sizes):
+    """The object sizes a scene may draw, as indices into ``SIZES``."""
+    names = (sizes,) if isinstance(sizes, str) else tuple(sizes or ())
+    unknown = [n for n in names if n not in SIZES]
+    if not names or unknown:
+        raise ValueError(
+            f"sizes={sizes!r}: use a non-empty subset of {SIZES} (e.g. ('large',) for objects "
+            "that stay visible under heavy patch masking)."
+        )
+    return tuple(sorted({SIZES.index(n) for n in names}))
+
+
 def _check_scene_args(seed, image_size, min_objects, max_objects):
     seed = _check_int("seed", seed, 0)
     image_size = _check_int("image_size", image_size, _MIN_IMAGE_SIZE)
@@ -189,12 +201,16 @@ def _join(phrases):
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _sample_scene(rng, min_objects, max_objects):
-    """Draws everything but the pixels (independent of the image size)."""
+def _sample_scene(rng, min_objects, max_objects, sizes=(0, 1)):
+    """Draws everything but the pixels (independent of the image size).
+
+    ``sizes`` are the allowed indices into ``SIZES``; with all of them the
+    draws are those of the scenes before the option existed.
+    """
     count = int(rng.integers(min_objects, max_objects + 1))
     cells = rng.choice(len(POSITIONS), size=count, replace=False)
     classes = rng.choice(len(COLOURS) * len(SHAPES), size=count, replace=False)
-    sizes = rng.integers(0, len(SIZES), size=count)
+    sizes = np.asarray(sizes)[rng.integers(0, len(sizes), size=count)]
     jitter = rng.integers(-_JITTER, _JITTER + 1, size=(count, 3))
     offsets = rng.random((count, 2))
     objects = []
@@ -376,7 +392,7 @@ def _example_rng(seed, index):
     return np.random.default_rng([seed, index])
 
 
-def generate_example(index, seed=0, image_size=64, min_objects=1, max_objects=3):
+def generate_example(index, seed=0, image_size=64, min_objects=1, max_objects=3, sizes=SIZES):
     """Draws one synthetic image-caption example with NumPy.
 
     Args:
@@ -387,6 +403,11 @@ def generate_example(index, seed=0, image_size=64, min_objects=1, max_objects=3)
         min_objects: int in [1, 9], default 1. Fewest objects per image.
         max_objects: int in [min_objects, 9], default 3. Most objects per
             image; also the length of ``masks`` and ``object_names``.
+        sizes: the object sizes drawn, a non-empty subset of ``SIZES``
+            (default both). ``("large",)`` makes every object about 85 % of
+            its cell, so that it keeps a visible patch under heavy random
+            masking (``keras_maeclip.evaluation.visibility``; docs/data.md
+            gives the shares per image and patch size).
 
     Returns:
         A dict of NumPy values: "image" uint8 ``(S, S, 3)``; "caption" str;
@@ -409,7 +430,7 @@ def generate_example(index, seed=0, image_size=64, min_objects=1, max_objects=3)
         seed, image_size, min_objects, max_objects
     )
     rng = _example_rng(seed, index)
-    objects = _sample_scene(rng, min_objects, max_objects)
+    objects = _sample_scene(rng, min_objects, max_objects, _check_sizes(sizes))
     caption = _make_caption(rng, objects)
     questions, answers = _make_qa(objects)
     image, masks = _render(rng, objects, image_size, max_objects)
@@ -462,7 +483,8 @@ def _to_tf_structure(example):
     return out
 
 
-def synthetic_dataset(num_examples, seed=0, image_size=64, min_objects=1, max_objects=3):
+def synthetic_dataset(num_examples, seed=0, image_size=64, min_objects=1, max_objects=3,
+                      sizes=SIZES):
     """Builds a ``tf.data.Dataset`` of synthetic examples, generated lazily.
 
     Args:
@@ -471,6 +493,7 @@ def synthetic_dataset(num_examples, seed=0, image_size=64, min_objects=1, max_ob
         image_size: int >= 16, default 64. Image height and width in pixels.
         min_objects: int in [1, 9], default 1. Fewest objects per image.
         max_objects: int in [min_objects, 9], default 3. Most objects.
+        sizes: the object sizes drawn (``generate_example``), default both.
 
     Returns:
         A ``tf.data.Dataset`` whose element ``i`` equals
@@ -491,6 +514,7 @@ def synthetic_dataset(num_examples, seed=0, image_size=64, min_objects=1, max_ob
     seed, image_size, min_objects, max_objects = _check_scene_args(
         seed, image_size, min_objects, max_objects
     )
+    _check_sizes(sizes)
 
     def generator():
         # Yields stacked chunks: far less per-element overhead than single
@@ -498,7 +522,7 @@ def synthetic_dataset(num_examples, seed=0, image_size=64, min_objects=1, max_ob
         for start in range(0, num_examples, _CHUNK):
             chunk = [
                 _to_tf_structure(
-                    generate_example(i, seed, image_size, min_objects, max_objects)
+                    generate_example(i, seed, image_size, min_objects, max_objects, sizes)
                 )
                 for i in range(start, min(start + _CHUNK, num_examples))
             ]
@@ -524,7 +548,8 @@ def captions(num_examples, seed=0, **kwargs):
         seed: int >= 0, default 0. Dataset seed.
         **kwargs: ``image_size`` (int >= 16, default 64; validated but it
             does not change captions), ``min_objects`` (default 1) and
-            ``max_objects`` (default 3), as for ``generate_example``.
+            ``max_objects`` (default 3) and ``sizes``, as for
+            ``generate_example``.
 
     Returns:
         A list of ``num_examples`` lowercase ASCII strings.
@@ -534,12 +559,13 @@ def captions(num_examples, seed=0, **kwargs):
         >>> len(texts), all(t == t.lower() for t in texts)
         (3, True)
     """
-    unknown = set(kwargs) - {"image_size", "min_objects", "max_objects"}
+    unknown = set(kwargs) - {"image_size", "min_objects", "max_objects", "sizes"}
     if unknown:
         raise ValueError(
             f"captions got unexpected keyword arguments {sorted(unknown)}; "
-            "valid ones are image_size, min_objects, max_objects."
+            "valid ones are image_size, min_objects, max_objects, sizes."
         )
+    sizes = _check_sizes(kwargs.get("sizes", SIZES))
     num_examples = _check_int("num_examples", num_examples, 1)
     seed, _, min_objects, max_objects = _check_scene_args(
         seed,
@@ -550,7 +576,7 @@ def captions(num_examples, seed=0, **kwargs):
     texts = []
     for i in range(num_examples):
         rng = _example_rng(seed, i)
-        texts.append(_make_caption(rng, _sample_scene(rng, min_objects, max_objects)))
+        texts.append(_make_caption(rng, _sample_scene(rng, min_objects, max_objects, sizes)))
     return texts
 
 

@@ -94,6 +94,9 @@ class SuiteConfig:
             of the synthetic masks.
         verbose: progress of the evaluations that train with `fit` (VQA
             fine-tuning): 0 silent, 1 Keras' live bar, 2 a line per epoch.
+        synthetic_sizes: object sizes of the held-out synthetic scenes
+            (`synthetic.generate_example(sizes=)`), `None` for both; set it
+            to the training scenes' (`pretrain.py --synthetic_sizes`).
     """
 
     examples: int = 1000
@@ -114,6 +117,7 @@ class SuiteConfig:
     data_dir: str = None
     segmentation_dir: str = None
     verbose: int = 0
+    synthetic_sizes: tuple = None
 
 
 def model_kind(model):
@@ -146,8 +150,14 @@ def held_out(config, offset, n, size, **scene_kwargs):
     from keras_maeclip.data import synthetic
 
     seed = config.seed + _OFFSETS[offset]
+    scene_kwargs = {**scene_options(config), **scene_kwargs}
     data = synthetic.synthetic_dataset(n, seed=seed, image_size=size, **scene_kwargs)
     return next(data.batch(n).as_numpy_iterator())
+
+
+def scene_options(config):
+    """The synthetic scene arguments `config` sets (`{}`: the defaults)."""
+    return {"sizes": tuple(config.synthetic_sizes)} if config.synthetic_sizes else {}
 
 
 def _decoded(strings):
@@ -261,9 +271,12 @@ def vqa(model, config):
         types = None
     else:
         size = image_size(model)
-        train = synthetic_vqa(config.train_examples, seed=config.seed + _OFFSETS["vqa_train"], image_size=size)
+        scenes = scene_options(config)
+        train = synthetic_vqa(config.train_examples, seed=config.seed + _OFFSETS["vqa_train"],
+                              image_size=size, **scenes)
         *test, types = synthetic_vqa(
-            config.examples, seed=config.seed + _OFFSETS["vqa_test"], image_size=size, with_types=True
+            config.examples, seed=config.seed + _OFFSETS["vqa_test"], image_size=size,
+            with_types=True, **scenes
         )
     # fine_tune_vqa trains the shared towers in place: give them back.
     with preserved_state(model):

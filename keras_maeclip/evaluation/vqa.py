@@ -370,7 +370,7 @@ def synthetic_vqa(num_examples, seed=0, image_size=64, with_types=False, **scene
         image_size: int, image side in pixels.
         with_types: bool. Also return each row's question type (see
             `SYNTHETIC_QUESTION_TYPES`).
-        **scene_kwargs: `min_objects`, `max_objects` of `synthetic_dataset`.
+        **scene_kwargs: `min_objects`, `max_objects`, `sizes` of `synthetic_dataset`.
 
     Returns:
         `(images, questions, answers)`: uint8 `(rows, S, S, 3)` and two str

@@ -54,6 +54,11 @@ class StudyConfig:
             left out for it.
         data, data_format: `--data` / `--data_format` of pretraining.
         pretrain_flags, evaluate_flags: further flags passed to every run.
+        image_size: `--image_size` of every run (`None`: the presets').
+        synthetic_sizes: object sizes of the synthetic scenes, for
+            pretraining and evaluation alike (`--synthetic_sizes`; `None`:
+            both). `("large",)` at `image_size=48` is the setting where 75 %
+            masking leaves the captioned object visible (docs/study.md).
         reevaluate: run every evaluation with `recipes/evaluate.py`, also
             those pretraining already reported (zero-shot and retrieval on
             held-out synthetic scenes with the same examples and seed);
@@ -77,6 +82,8 @@ class StudyConfig:
     data_format: str = "tfrecord"
     pretrain_flags: tuple = ()
     evaluate_flags: tuple = ()
+    image_size: int = None
+    synthetic_sizes: tuple = None
     reevaluate: bool = False
     backend: str = None
     parallel: int = 1
@@ -161,13 +168,21 @@ def _size_flags(config, size):
 def _run_config(config, variant, size, seed):
     """Everything that decides a run's results (what `result.json` must match)."""
     pretrain = [
-        *variant.flags, f"--seed={seed}", *_size_flags(config, size), f"--steps={config.steps}",
+        *variant.pretrain_flags(config.steps), f"--seed={seed}", *_size_flags(config, size),
+        f"--steps={config.steps}",
         f"--batch_size={config.batch_size}", f"--steps_per_epoch={config.steps_per_epoch}",
         f"--eval_examples={config.eval_examples}", f"--data={config.data}",
     ]
     if config.data != "synthetic":
         pretrain.append(f"--data_format={config.data_format}")
-    pretrain += list(config.pretrain_flags)
+    setting, evaluate = [], []
+    if config.image_size:
+        setting.append(f"--image_size={int(config.image_size)}")
+    if config.synthetic_sizes:
+        sizes = f"--synthetic_sizes={','.join(config.synthetic_sizes)}"
+        setting.append(sizes)
+        evaluate.append(sizes)
+    pretrain += setting + list(config.pretrain_flags)
     wanted = variant.evaluations if config.evaluations is None else [
         e for e in variant.evaluations if e in config.evaluations
     ]
@@ -182,7 +197,7 @@ def _run_config(config, variant, size, seed):
         "data": config.data,
         "pretrain_flags": pretrain,
         "evaluations": list(wanted),
-        "evaluate_flags": list(config.evaluate_flags),
+        "evaluate_flags": evaluate + list(config.evaluate_flags),
         "reevaluate": bool(config.reevaluate),
     }
 
@@ -386,11 +401,13 @@ def run_study(config, log=print, metrics=None):
 
     def one(run):
         started = time.time()
-        execute(run, config, log)
+        result = execute(run, config, log)
         with lock:
             durations.append(time.time() - started)
             line = progress_line(len(durations), len(todo), durations, config.parallel)
-        log(f"{run.name}: done in {durations[-1]:.0f} s; {line}")
+        visible = result["metrics"].get("data/visible_object_share")
+        seen = f" (masked view sees the captioned object in {visible:.1%} of pairs)" if visible is not None else ""
+        log(f"{run.name}: done in {durations[-1]:.0f} s{seen}; {line}")
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, config.parallel)) as pool:
         futures = {pool.submit(one, run): run for run in todo}

@@ -129,3 +129,31 @@ def test_pretrain_max_train_records_reads_only_the_first_records(tmp_path):
     assert metrics["data/good_records"] >= 12
     refused = subprocess.run(cmd[:2] + ["--max_train_records=5"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "for synthetic data use --train_examples" in refused.stderr
+
+
+def test_study_recipe_runs_the_attribution_controls_in_the_visible_setting(tmp_path):
+    # Issue 25 item 3: the FLIP control and MAE-CLIP's whole-caption view
+    # with unmasked tuning, at 48² with large objects (item 2's setting).
+    cmd = [sys.executable, os.path.join(REPO, "recipes", "study.py"), f"--backend={keras.config.backend()}",
+           f"--output_dir={tmp_path}", "--variants=flip_gap_ut,maeclip_gap_random_masked_wholetext_ut",
+           "--seeds=0", "--sizes=16", "--steps=3", "--batch_size=4", "--steps_per_epoch=1",
+           "--eval_examples=8", "--evaluations=zero_shot", "--image_size=48", "--synthetic_sizes=large",
+           "--pretrain_flag=--reconstructions=0", "--pretrain_flag=--vocabulary_size=100",
+           "--pretrain_flag=--warmup_steps=1", "--pretrain_flag=--log_every_steps=0", "--parallel=2"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    rows = {r["variant"]: r for r in study.read_csv(str(tmp_path / "results.csv"))}
+    assert set(rows) == {"flip_gap_ut", "maeclip_gap_random_masked_wholetext_ut"}
+    for name, row in rows.items():
+        run_dir = tmp_path / row["run_dir"]
+        flags = json.loads((run_dir / "result.json").read_text())["config"]["pretrain_flags"]
+        assert "--unmasked_tuning_steps=1" in flags and "--image_size=48" in flags
+        assert "--synthetic_sizes=large" in flags
+        log = (run_dir / "pretrain.log").read_text()
+        assert "Unmasked tuning: 1 steps on whole images and captions." in log
+        # The exact share for 48² scenes of large objects, 4-pixel patches, 75 % masked.
+        assert 0.95 < row["data/visible_object_share"] < 1.0
+        assert f"{name}/n16_s0: done in" in result.stdout
+    assert "--patch_dropout=0.75" in json.loads(
+        (tmp_path / rows["flip_gap_ut"]["run_dir"] / "result.json").read_text())["config"]["pretrain_flags"]
+    assert "masked view sees the captioned object in" in result.stdout

@@ -90,14 +90,37 @@ def test_every_variant_flag_is_a_pretrain_flag_and_directions_need_theirs():
             assert flag[2:].split("=")[0] in defined, (variant.name, flag)
     names = [v.name for v in variants]
     with_direction = [v.name for v in grid.all_variants(defined | {"similarity_direction"})]
-    assert len(with_direction) == 3 + 3 * 3 * 2 + 2 and len(set(with_direction)) == len(with_direction)
+    # CLIP, FLIP (± unmasked tuning), MAE-CLIP pooling × masking × view ×
+    # text view × unmasked tuning, M3AE, MAE.
+    assert len(with_direction) == 3 + 3 * 2 + 3 * 3 * 2 * 2 * 2 + 2
+    assert len(set(with_direction)) == len(with_direction)
     assert "maeclip_gap_similarity_masked" not in with_direction  # it would repeat the default direction
     without = [v.name for v in grid.all_variants(defined - {"similarity_direction"})]
-    assert len(without) == 3 + 3 * 2 * 2 + 2 and "maeclip_map_similarity_full" in without
+    assert len(without) == 3 + 3 * 2 + 3 * 2 * 2 * 2 * 2 + 2 and "maeclip_map_similarity_full" in without
+    # A pretraining script without the text view (older) gets the old grid.
+    old = [v.name for v in grid.all_variants(defined - {"similarity_direction", "contrastive_text_view"})]
+    assert len(old) == 3 + 3 * 2 * 2 + 2
     assert names == (with_direction if "similarity_direction" in defined else without)
     keep = grid.all_variants(defined | {"similarity_direction"})[with_direction.index("maeclip_max_keepsimilar_full")]
     assert keep.flags == ("--model=maeclip", "--pooling=max", "--masking=similarity",
                           "--similarity_direction=keep_similar", "--contrastive_view=full")
+
+
+def test_attribution_controls_and_the_visible_setting_reach_the_commands(tmp_path, scripts):
+    by_name = {v.name: v for v in grid.all_variants(grid.defined_flags(PRETRAIN))}
+    assert by_name["flip_max"].flags == ("--model=clip", "--pooling=max", "--patch_dropout=0.75")
+    assert by_name["maeclip_max_random_masked_wholetext"].flags[-1] == "--contrastive_text_view=full"
+    config = _config(tmp_path, scripts, variants=("flip_max_ut", "maeclip_max_keepsimilar_full_ut"),
+                     seeds=(0,), sizes=(8,), steps=600, image_size=48, synthetic_sizes=("large",),
+                     pretrain_script=PRETRAIN)
+    for run in study.plan(config):
+        flags = run.config["pretrain_flags"]
+        assert "--unmasked_tuning_steps=60" in flags  # 10 % of 600 steps
+        assert "--image_size=48" in flags and "--synthetic_sizes=large" in flags
+        assert run.config["evaluate_flags"] == ["--synthetic_sizes=large"]
+    plain = study.plan(_config(tmp_path, scripts, variants=("flip_max",), seeds=(0,), sizes=(8,),
+                               pretrain_script=PRETRAIN))[0]
+    assert not any(f.startswith(("--unmasked", "--image_size", "--synthetic")) for f in plain.config["pretrain_flags"])
 
 
 def test_evaluations_per_model_match_the_suite():
@@ -114,6 +137,8 @@ def test_select_variants_by_pattern_and_clear_errors():
         grid.select_variants(["clip_avg"], set())
     with pytest.raises(ValueError, match="--similarity_direction"):
         grid.select_variants(["maeclip_max_keepsimilar_masked"], {"model"})
+    with pytest.raises(ValueError, match="--contrastive_text_view"):
+        grid.select_variants(["flip_max"], {"model"})
 
 
 def test_plan_refuses_bad_axes(tmp_path, scripts):
