@@ -243,9 +243,7 @@ class MAECLIP(CLIP):
         check_token_ids(inputs["token_ids"], text_encoder.vocabulary_size)
         if training and self.unmasked_tuning:
             # FLIP's unmasked tuning: whole images, whole captions, contrastive only.
-            text_tokens = text_encoder.encode_tokens(
-                text_encoder.embed_tokens(inputs["token_ids"]), padding_mask, training=training
-            )
+            text_tokens = self._encode_caption(inputs["token_ids"], padding_mask, training)
             image_tokens = image_encoder.encode_tokens(
                 image_encoder.embed_patches(images), training=training
             )
@@ -262,14 +260,10 @@ class MAECLIP(CLIP):
             inputs["token_ids"], padding_mask, self.text_mask_ratio, self.mask_token_id,
             self.special_token_ids, seed=self.seed_generator,
         )
-        text_tokens = text_encoder.encode_tokens(
-            text_encoder.embed_tokens(text["token_ids"]), padding_mask, training=training
-        )
+        text_tokens = self._encode_caption(text["token_ids"], padding_mask, training)
         contrastive_text_tokens = text_tokens
         if whole_caption:
-            contrastive_text_tokens = text_encoder.encode_tokens(
-                text_encoder.embed_tokens(inputs["token_ids"]), padding_mask, training=training
-            )
+            contrastive_text_tokens = self._encode_caption(inputs["token_ids"], padding_mask, training)
         text_embeddings = backbone.embed_text_tokens(contrastive_text_tokens, padding_mask)
 
         patches = image_encoder.embed_patches(images)
@@ -317,6 +311,13 @@ class MAECLIP(CLIP):
             "text_mask": text["mask"],
             "text_targets": text["targets"],
         }
+
+    def _encode_caption(self, token_ids, padding_mask, training):
+        """The text tower's tokens for `token_ids` (masked or whole)."""
+        text_encoder = self.backbone.text_encoder
+        return text_encoder.encode_tokens(
+            text_encoder.embed_tokens(token_ids), padding_mask, training=training
+        )
 
     def _patch_tokens(self, tokens):
         """Drop the class token, if the image tower has one."""
