@@ -79,21 +79,23 @@ References: Breck et al. 2019, "Data Validation for Machine Learning"
 and Validation in Continuous ML Pipelines" (SIGMOD).
 """
 
-import contextlib
 import dataclasses
+import functools
 import hashlib
-import html
 import io
+import json
 import math
 import os
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 from absl import app, flags
 
 from keras_maeclip.data import _cli
 
-from keras_maeclip.data import decoding
+from keras_maeclip.data import decoding, tfdv_step
 
 __all__ = [
     "DRIFT_FEATURES",
@@ -110,22 +112,19 @@ __all__ = [
     "validate_data",
 ]
 
-DRIFT_FEATURES = ("width", "height", "caption_tokens", "oov_rate", "format")
-"""Features that get a drift comparator by default (those present in the schema)."""
+DRIFT_FEATURES = tfdv_step.DRIFT_FEATURES
+IMAGE_FEATURES = tfdv_step.IMAGE_FEATURES
+TFDV_PYTHON_ENV = "KERAS_MAECLIP_TFDV_PYTHON"
+"""Environment variable: the Python of a separate TFDV environment (default: the checkout's .venv-validate)."""
 
-CATEGORICAL_FEATURES = ("format", "decode_error")
-IMAGE_FEATURES = ("width", "height", "aspect", "channels")
-CAPTION_FEATURES = ("caption_chars", "caption_tokens", "oov_rate")
-_BINARY_FEATURES = ("decode_ok", "duplicate_key", "duplicate_image")
-_NOT_IN_STATISTICS = ("key",)
-
-
-def _tfdv():
-    """Imports TFDV lazily (several seconds), hiding its IPython notice."""
-    if "tensorflow_data_validation" not in sys.modules:
-        with contextlib.redirect_stderr(io.StringIO()):
-            import tensorflow_data_validation  # noqa: F401
-    return sys.modules["tensorflow_data_validation"]
+# The TFDV step's functions, in-process (they need TFDV; the proto readers need only tensorflow-metadata).
+infer_schema = tfdv_step.infer_schema
+save_schema = tfdv_step.save_schema
+load_schema = tfdv_step.load_schema
+validate = tfdv_step.validate
+anomaly_list = tfdv_step.anomaly_list
+summary_text = tfdv_step.summary_text
+write_report = tfdv_step.write_report
 
 
 # --------------------------------------------------------------------------
@@ -281,7 +280,7 @@ def record_features(dataset, tokenizer=None, max_examples=None):
     frame = pd.DataFrame(rows, columns=columns + ["text"])
     for name in ("caption_chars",) + IMAGE_FEATURES:
         frame[name] = frame[name].astype(np.float64)
-    for name in _BINARY_FEATURES:
+    for name in tfdv_step.BINARY_FEATURES:
         frame[name] = frame[name].astype(np.int64)
     if tokenizer is not None:
         present = frame["text"].notna().to_numpy()
@@ -303,7 +302,7 @@ def record_features(dataset, tokenizer=None, max_examples=None):
 
 
 def dataset_statistics(dataset, tokenizer=None, max_examples=None, stats_options=None):
-    """Computes TFDV statistics of the per-record features of a split.
+    """Computes TFDV statistics of the per-record features of a split (in-process TFDV).
 
     Args:
         dataset: a `tf.data.Dataset` of raw records (see `record_features`),
@@ -319,288 +318,8 @@ def dataset_statistics(dataset, tokenizer=None, max_examples=None, stats_options
     """
     import pandas as pd
 
-    tfdv = _tfdv()
     frame = dataset if isinstance(dataset, pd.DataFrame) else record_features(dataset, tokenizer, max_examples)
-    if len(frame) == 0:
-        raise ValueError("dataset_statistics: the split has no record; check the input paths.")
-    frame = frame.drop(columns=[c for c in _NOT_IN_STATISTICS if c in frame.columns])
-    return tfdv.generate_statistics_from_dataframe(frame, stats_options or tfdv.StatsOptions())
-
-
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value}.")
-    return float(value)
-
-
-def _feature_names(schema):
-    return [feature.name for feature in schema.feature]
-
-
-def infer_schema(
-    statistics,
-    drift_features=DRIFT_FEATURES,
-    drift_threshold=0.1,
-    categorical_drift_threshold=0.1,
-    max_bad_fraction=0.1,
-):
-    """Infers the schema of the train split's statistics and sets domains, limits and drift comparators.
-
-    See the module docstring ("Schema and checks") for what is changed from
-    TFDV's own inference.
-
-    Args:
-        statistics: the train split's `DatasetFeatureStatisticsList`
-            (`dataset_statistics`).
-        drift_features: names of features to compare between splits;
-            numeric ones get a Jensen-Shannon divergence comparator, the
-            categorical ``format`` / ``decode_error`` an L-infinity one. Names
-            absent from the statistics are ignored.
-        drift_threshold: float in [0, 1], default 0.1. Largest accepted
-            approximate Jensen-Shannon divergence of a numeric feature.
-        categorical_drift_threshold: float in [0, 1], default 0.1. Largest
-            accepted L-infinity distance between category frequencies.
-        max_bad_fraction: float in [0, 1], default 0.1. Largest accepted share
-            of records that would be skipped by the decoder, or that lack a
-            readable image header / caption.
-
-    Returns:
-        A `tensorflow_metadata` `Schema` proto.
-    """
-    tfdv = _tfdv()
-    drift_threshold = _check_fraction("drift_threshold", drift_threshold)
-    categorical_drift_threshold = _check_fraction("categorical_drift_threshold", categorical_drift_threshold)
-    max_bad_fraction = _check_fraction("max_bad_fraction", max_bad_fraction)
-    if isinstance(drift_features, str):
-        raise ValueError(f"drift_features must be a sequence of feature names, got the string {drift_features!r}.")
-    schema = tfdv.infer_schema(statistics, infer_feature_shape=False)
-    names = _feature_names(schema)
-    for name in IMAGE_FEATURES + CAPTION_FEATURES:
-        if name in names:
-            presence = tfdv.get_feature(schema, name).presence
-            presence.min_fraction = 1.0 - max_bad_fraction
-            presence.min_count = 1
-    if "decode_error" in names:
-        # Inference may give a global string domain, or a bool domain when no record failed.
-        feature = tfdv.get_feature(schema, "decode_error")
-        if feature.WhichOneof("domain_info") == "domain":
-            kept = [d for d in schema.string_domain if d.name != feature.domain]
-            del schema.string_domain[:]
-            schema.string_domain.extend(kept)
-        feature.string_domain.CopyFrom(type(feature.string_domain)(value=[""]))
-        feature.distribution_constraints.min_domain_mass = 1.0 - max_bad_fraction
-    if "oov_rate" in names:
-        feature = tfdv.get_feature(schema, "oov_rate")
-        feature.float_domain.min, feature.float_domain.max = 0.0, 1.0
-    for name in _BINARY_FEATURES:
-        if name in names:
-            feature = tfdv.get_feature(schema, name)
-            feature.int_domain.min, feature.int_domain.max = 0, 1
-    for name in drift_features:
-        if name not in names:
-            continue
-        comparator = tfdv.get_feature(schema, name).drift_comparator
-        if name in CATEGORICAL_FEATURES:
-            comparator.infinity_norm.threshold = categorical_drift_threshold
-        else:
-            comparator.jensen_shannon_divergence.threshold = drift_threshold
-    return schema
-
-
-def save_schema(schema, path):
-    """Writes a schema as text (``schema.pbtxt``), creating the folder.
-
-    Args:
-        schema: a `Schema` proto.
-        path: str or path-like.
-
-    Returns:
-        The path, str.
-    """
-    path = os.fspath(path)
-    if os.path.dirname(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    _tfdv().write_schema_text(schema, path)
-    return path
-
-
-def load_schema(path):
-    """Reads a schema written by `save_schema`.
-
-    Args:
-        path: str or path-like.
-
-    Returns:
-        The `Schema` proto.
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"load_schema: no schema file at {path!r}; write one with save_schema or validate_data.")
-    return _tfdv().load_schema_text(path)
-
-
-# --------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------
-
-
-def validate(statistics, schema, reference_statistics=None):
-    """Checks statistics against a schema, and for drift against reference statistics.
-
-    Args:
-        statistics: the `DatasetFeatureStatisticsList` to check.
-        schema: the `Schema` (from `infer_schema` on the train split).
-        reference_statistics: optional statistics to compare with through the
-            schema's drift comparators (the train split's, when checking eval).
-
-    Returns:
-        A TFDV `Anomalies` proto; its ``anomaly_info`` is empty when the data
-        fits. ``drift_skew_info`` holds the measured drift per compared feature.
-    """
-    return _tfdv().validate_statistics(statistics, schema, previous_statistics=reference_statistics)
-
-
-def anomaly_list(anomalies):
-    """Lists the anomalies as ``(feature, description)`` pairs, sorted by feature.
-
-    Args:
-        anomalies: an `Anomalies` proto from `validate`.
-
-    Returns:
-        A list of ``(feature name, short description)`` tuples of str; the
-        description joins the short descriptions of the feature's reasons
-        with "; ". A dataset-level anomaly is named ``"[dataset]"``. Empty
-        when there is no anomaly.
-    """
-    items = []
-    for name, info in sorted(anomalies.anomaly_info.items()):
-        reasons = "; ".join(reason.short_description for reason in info.reason) or info.short_description
-        items.append((name, reasons))
-    if anomalies.HasField("dataset_anomaly_info"):
-        info = anomalies.dataset_anomaly_info
-        reasons = "; ".join(reason.short_description for reason in info.reason) or info.short_description
-        items.append(("[dataset]", reasons))
-    return items
-
-
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
-
-
-def _stats_by_name(statistics):
-    if len(statistics.datasets) != 1:
-        raise ValueError(f"Expected statistics of one dataset (one slice), got {len(statistics.datasets)}.")
-    dataset = statistics.datasets[0]
-    return dataset, {".".join(f.path.step) or f.name: f for f in dataset.features}
-
-
-def _numeric(features, name):
-    feature = features.get(name)
-    if feature is None or not feature.HasField("num_stats"):
-        return None
-    stats = feature.num_stats
-    count = stats.common_stats.num_non_missing
-    return {"count": count, "missing": stats.common_stats.num_missing, "mean": stats.mean, "min": stats.min,
-            "max": stats.max, "sum": stats.mean * count}  # fmt: skip
-
-
-def _top_values(features, name):
-    feature = features.get(name)
-    if feature is None or not feature.HasField("string_stats"):
-        return {}
-    return {value.value: int(round(value.frequency)) for value in feature.string_stats.top_values}
-
-
-def summary_text(statistics, anomalies=None, name=None):
-    """A plain-text summary of a split's statistics and anomalies.
-
-    Args:
-        statistics: the split's `DatasetFeatureStatisticsList`.
-        anomalies: optional `Anomalies` proto of the split.
-        name: optional split name for the title line.
-
-    Returns:
-        str: example count, decode failures by reason, duplicates, caption
-        length (characters, tokens) mean / max, mean OOV rate, image width /
-        height / aspect / channels ranges, format counts, and the anomalies.
-    """
-    dataset, features = _stats_by_name(statistics)
-    total = int(dataset.num_examples)
-    lines = [f"== {name} ==" if name else "== statistics ==", f"examples: {total}"]
-    failures = {reason: n for reason, n in _top_values(features, "decode_error").items() if reason}
-    failed = sum(failures.values())
-    line = f"decodable: {total - failed}, decode failures: {failed}"
-    if failures:
-        line += " (" + ", ".join(f"{reason}={n}" for reason, n in sorted(failures.items())) + ")"
-    lines.append(line)
-    dup_key, dup_image = _numeric(features, "duplicate_key"), _numeric(features, "duplicate_image")
-    if dup_key and dup_image:
-        lines.append(f"duplicate keys: {int(round(dup_key['sum']))}, duplicate images: {int(round(dup_image['sum']))}")
-    for label, feature in (("caption characters", "caption_chars"), ("caption tokens", "caption_tokens")):
-        stats = _numeric(features, feature)
-        if stats:
-            lines.append(f"{label}: mean {stats['mean']:.1f}, max {stats['max']:g}, missing {int(stats['missing'])}")
-    oov = _numeric(features, "oov_rate")
-    if oov:
-        lines.append(f"OOV rate: mean {oov['mean']:.4f}, max {oov['max']:.4f}")
-    sizes = []
-    for feature in IMAGE_FEATURES:
-        stats = _numeric(features, feature)
-        if stats and stats["count"]:
-            sizes.append(f"{feature} {stats['min']:g}-{stats['max']:g}")
-    if sizes:
-        missing = _numeric(features, "width")["missing"] if _numeric(features, "width") else 0
-        lines.append("image " + ", ".join(sizes) + f" (no readable header: {int(missing)})")
-    formats = _top_values(features, "format")
-    if formats:
-        lines.append("formats: " + ", ".join(f"{fmt}={n}" for fmt, n in sorted(formats.items())))
-    if anomalies is not None:
-        items = anomaly_list(anomalies)
-        lines.append(f"anomalies: {len(items) or 'none'}")
-        lines.extend(f"  {feature}: {description}" for feature, description in items)
-    return "\n".join(lines)
-
-
-def write_report(path_html, statistics, reference_statistics=None, name="statistics",
-                 reference_name="reference", summary=None):  # fmt: skip
-    """Writes TFDV's statistics view (Facets Overview) as a standalone HTML page.
-
-    The Facets view is TFDV's `get_statistics_html` snippet; it loads the
-    Facets web components from the internet when opened, so offline the page
-    shows only the plain-text ``summary`` (when given) above it.
-
-    Args:
-        path_html: str or path-like; the folder is created.
-        statistics: the `DatasetFeatureStatisticsList` to show.
-        reference_statistics: optional statistics shown side by side.
-        name: str, the label of `statistics` in the view.
-        reference_name: str, the label of `reference_statistics`.
-        summary: optional plain text (e.g. `summary_text`) shown above.
-
-    Returns:
-        The path, str.
-    """
-    from tensorflow_data_validation.utils import display_util
-
-    _tfdv()
-    view = display_util.get_statistics_html(
-        statistics, reference_statistics, lhs_name=name, rhs_name=reference_name
-    )
-    title = html.escape(f"Data validation: {name}" + (f" vs {reference_name}" if reference_statistics else ""))
-    parts = ["<!DOCTYPE html>", "<html>", "<head>", '<meta charset="utf-8">', f"<title>{title}</title>", "</head>",
-             "<body>", f"<h1>{title}</h1>"]  # fmt: skip
-    if summary:
-        parts.append(f"<pre>{html.escape(summary)}</pre>")
-    parts += [view, "</body>", "</html>", ""]
-    path_html = os.fspath(path_html)
-    if os.path.dirname(path_html):
-        os.makedirs(os.path.dirname(path_html), exist_ok=True)
-    with open(path_html, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    return path_html
+    return tfdv_step.statistics_from_frame(frame, stats_options)
 
 
 # --------------------------------------------------------------------------
@@ -675,39 +394,82 @@ def validate_data(
     """
     if schema is not None and schema_options:
         raise ValueError(f"validate_data: schema_options {sorted(schema_options)} apply only when no schema is given.")
-    train_features = record_features(train_records, tokenizer, max_examples)
-    train_statistics = dataset_statistics(train_features)
-    if schema is None:
-        schema = infer_schema(train_statistics, **schema_options)
-    train_anomalies = validate(train_statistics, schema)
-    result = ValidationResult(train_features, train_statistics, schema, train_anomalies)
-    result.anomalies = [("train", f, d) for f, d in anomaly_list(train_anomalies)]
-    summaries = [summary_text(train_statistics, train_anomalies, "train")]
+    schema_options = tfdv_step.check_schema_options(schema_options)
+    run = _steps_runner()  # before reading: a missing TFDV is one line, not minutes later
+    frames = {"train": record_features(train_records, tokenizer, max_examples)}
     if eval_records is not None:
-        result.eval_features = record_features(eval_records, tokenizer, max_examples)
-        result.eval_statistics = dataset_statistics(result.eval_features)
-        result.eval_anomalies = validate(result.eval_statistics, schema, reference_statistics=train_statistics)
-        result.anomalies += [("eval", f, d) for f, d in anomaly_list(result.eval_anomalies)]
-        summaries.append(summary_text(result.eval_statistics, result.eval_anomalies, "eval"))
-    result.summary = "\n\n".join(summaries) + "\n"
-    if output_dir is not None:
-        output_dir = os.fspath(output_dir)
-        os.makedirs(output_dir, exist_ok=True)
-        paths = {"schema": save_schema(schema, os.path.join(output_dir, "schema.pbtxt"))}
-        if eval_records is not None:
-            paths["statistics_html"] = write_report(
-                os.path.join(output_dir, "statistics.html"), train_statistics, result.eval_statistics,
-                name="train", reference_name="eval", summary=result.summary,
-            )  # fmt: skip
-        else:
-            paths["statistics_html"] = write_report(
-                os.path.join(output_dir, "statistics.html"), train_statistics, name="train", summary=result.summary
-            )
-        paths["summary"] = os.path.join(output_dir, "summary.txt")
-        with open(paths["summary"], "w", encoding="utf-8") as f:
-            f.write(result.summary)
-        result.paths = paths
-    return result
+        frames["eval"] = record_features(eval_records, tokenizer, max_examples)
+    (out,) = run([dict(frames=frames, schema=schema, output_dir=output_dir, schema_options=schema_options)])
+    return ValidationResult(
+        train_features=frames["train"], train_statistics=out["train_statistics"], schema=out["schema"],
+        train_anomalies=out["train_anomalies"], eval_features=frames.get("eval"),
+        eval_statistics=out.get("eval_statistics"), eval_anomalies=out.get("eval_anomalies"),
+        anomalies=[tuple(item) for item in out["anomalies"]], summary=out["summary"], paths=out["paths"],
+    )  # fmt: skip
+
+
+def tfdv_python():
+    """The Python of the separate TFDV environment, or None.
+
+    ``$KERAS_MAECLIP_TFDV_PYTHON`` when set, else ``.venv-validate/bin/python``
+    beside this package's checkout (what ``make validate-env`` builds).
+    """
+    explicit = os.environ.get(TFDV_PYTHON_ENV)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise ValueError(f"${TFDV_PYTHON_ENV}={explicit!r} is not an executable Python; unset it or fix the path.")
+        return explicit
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidate = os.path.join(checkout, ".venv-validate", "bin", "python")
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def _steps_runner():
+    """Runs a list of TFDV steps (`tfdv_step.run_step` keyword dicts): in-process when TFDV imports here,
+    else in one process of the TFDV environment."""
+    if os.environ.get(TFDV_PYTHON_ENV) is None and tfdv_step.tfdv_importable():
+        return lambda jobs: [
+            tfdv_step.run_step(job["frames"], schema=job.get("schema"), output_dir=job.get("output_dir"),
+                               **job.get("schema_options", {}))
+            for job in jobs
+        ]  # fmt: skip
+    python = tfdv_python()
+    if python is None:
+        raise ImportError(tfdv_step.MISSING_TFDV)
+    tfdv_step._protos().schema_pb2  # the protos come back here: fail now if they cannot be read
+    return functools.partial(_run_steps_in, python)
+
+
+def _run_steps_in(python, jobs):
+    """`tfdv_step.run_step` for each job in another Python: tables as JSON in, protos and JSON out."""
+    with tempfile.TemporaryDirectory(prefix="tfdv_step_") as work:
+        request = []
+        for index, job in enumerate(jobs):
+            folder = os.path.join(work, str(index))
+            os.makedirs(folder)
+            output_dir = job.get("output_dir")
+            entry = {"frames": {}, "schema": None, "schema_options": job.get("schema_options", {}),
+                     "output_dir": None if output_dir is None else os.path.abspath(os.fspath(output_dir))}  # fmt: skip
+            for split, frame in job["frames"].items():
+                if frame is not None:
+                    entry["frames"][split] = os.path.join(folder, f"{split}_features.json")
+                    tfdv_step.write_frame(frame, entry["frames"][split])
+            if job.get("schema") is not None:
+                entry["schema"] = save_schema(job["schema"], os.path.join(folder, "given_schema.pbtxt"))
+            request.append(entry)
+        with open(os.path.join(work, "request.json"), "w", encoding="utf-8") as f:
+            json.dump(request, f)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+        env.pop("PYTHONPATH", None)
+        command = [python, "-P", tfdv_step.__file__, os.path.join(work, "request.json")]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode == 2:
+            lines = done.stderr.strip().splitlines() or ["(no message)"]
+            raise ValueError(lines[-1].removeprefix("ValueError: "))
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-20:])
+            raise RuntimeError(f"The TFDV step failed in {python} (exit {done.returncode}):\n{tail}")
+        return [tfdv_step.read_result(os.path.join(work, str(index))) for index in range(len(jobs))]
 
 
 # --------------------------------------------------------------------------

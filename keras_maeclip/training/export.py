@@ -25,17 +25,15 @@ A preset loads on every backend, so `KERAS_BACKEND=tensorflow python -m
 keras_maeclip.training.export ...` gives SavedModels from a run trained on
 torch, and `KERAS_BACKEND=torch` gives `.pt2` files from any run.
 
-On JAX the SavedModel is written with jax2tf's graph serialization
-(`native_serialization=False`): the pinned TensorFlow 2.16 cannot read the
-StableHLO that jax 0.4.34 writes for a batch-polymorphic gather
-(`vhlo.dynamic_gather_v2`), so a natively serialized export saves but fails
-when loaded. ONNX needs `onnx` / `tf2onnx` / `onnxscript`, which the pinned
+On JAX the SavedModel holds jax2tf's native serialization (StableHLO),
+Keras' default, which TensorFlow >= 2.21 reads (TF 2.16 could not read the
+batch-polymorphic gather, `vhlo.dynamic_gather_v2`, and needed the
+deprecated graph serialization). ONNX needs `onnx` / `tf2onnx` / `onnxscript`, which the pinned
 stack does not carry; `tf_saved_model` on torch needs `torch_xla` (not
 pinned either).
 """
 
 import os
-import warnings
 
 FORMATS = {"jax": "tf_saved_model", "tensorflow": "tf_saved_model", "torch": "torch"}
 _TEXT_KEYS = ("token_ids", "padding_mask")
@@ -100,19 +98,13 @@ def export_embedders(model, directory, format=None, verbose=False):
         path = os.path.join(directory, name + (".pt2" if format == "torch" else ""))
         os.makedirs(directory, exist_ok=True)
         kwargs = _format_kwargs(backend, format, text=signature is not None)
-        with warnings.catch_warnings():
-            # jax2tf flags graph serialization as deprecated; it is the one
-            # that the pinned TensorFlow loads (module docstring).
-            warnings.filterwarnings("ignore", message=".*native_serialization=False is deprecated.*")
-            embedder.export(path, format=format, verbose=verbose, input_signature=signature, **kwargs)
+        embedder.export(path, format=format, verbose=verbose, input_signature=signature, **kwargs)
         paths[name] = path
     return paths
 
 
 def _format_kwargs(backend, format, text):
     """What `model.export` needs beyond the defaults, per backend and format."""
-    if backend == "jax" and format == "tf_saved_model":
-        return {"jax2tf_kwargs": {"native_serialization": False}}
     if format == "torch":
         import torch
 

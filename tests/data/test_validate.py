@@ -23,11 +23,13 @@ import math
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from keras_maeclip.data import readers, synthetic
+from keras_maeclip.data import tfdv_step
 from keras_maeclip.data import validate as V
 from keras_maeclip.models import caption_tokenizer
 
@@ -77,6 +79,13 @@ def train_records(examples):
     return to_dataset(images, [ex["caption"].encode() for ex in examples], keys)
 
 
+def steps_or_skip():
+    try:
+        return V._steps_runner()
+    except ImportError as e:  # CI builds the TFDV environment (make test depends on make validate-env)
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module")
 def data():
     tokenizer = caption_tokenizer(VOCAB)
@@ -89,12 +98,45 @@ def data():
         "no_caption": split_records(clean_examples, drop_captions=True),
     }
     features = {name: V.record_features(ds, tokenizer) for name, ds in splits.items()}
-    stats = {name: V.dataset_statistics(frame) for name, frame in features.items()}
-    schema = V.infer_schema(stats["train"], drift_threshold=DRIFT)
-    return dict(
-        tokenizer=tokenizer, train_examples=train_examples, splits=splits,
-        features=features, stats=stats, schema=schema,
-    )  # fmt: skip
+    return dict(tokenizer=tokenizer, train_examples=train_examples, splits=splits, features=features)
+
+
+@pytest.fixture(scope="module")
+def steps(data, tmp_path_factory):
+    """Every TFDV step the checks below need, in two batches (one process each outside TFDV's environment)."""
+    run, f = steps_or_skip(), data["features"]
+    report_dir = tmp_path_factory.mktemp("report")
+    first = {
+        "clean": dict(frames={"train": f["train"], "eval": f["clean"]}, schema_options={"drift_threshold": DRIFT}),
+        "big": dict(frames={"train": f["train"], "eval": f["big"]}, schema_options={"drift_threshold": DRIFT},
+                    output_dir=report_dir),
+        "jpeg": dict(frames={"train": f["train"], "eval": f["jpeg"]}, schema_options={"drift_threshold": DRIFT}),
+        "no_caption": dict(frames={"train": f["train"], "eval": f["no_caption"]},
+                           schema_options={"drift_threshold": DRIFT}),
+        "defaults": dict(frames={"train": f["train"]}),
+        "strict": dict(frames={"train": f["train"]}, schema_options={"max_bad_fraction": 0.02}),
+        "loose": dict(frames={"train": f["train"], "eval": f["jpeg"]},
+                      schema_options={"categorical_drift_threshold": 0.6}),
+        "clean_schema": dict(frames={"train": f["clean"]}),
+    }  # fmt: skip
+    out = dict(zip(first, run(list(first.values()))))
+    schema, ok_schema = out["clean"]["schema"], out["clean_schema"]["schema"]
+    second = {
+        "big_alone": dict(frames={"train": f["big"]}, schema=schema),
+        "train_vs_ok": dict(frames={"train": f["train"]}, schema=ok_schema),
+        "no_caption_vs_ok": dict(frames={"train": f["no_caption"]}, schema=ok_schema),
+    }
+    for missing in (1, 5):  # captions missing from 1 of 20 records (5 %) and from 5 (25 %)
+        frame = f["clean"].copy()
+        frame.loc[: missing - 1, "caption_chars"] = np.nan
+        second[f"missing_{missing}"] = dict(frames={"train": frame}, schema=schema)
+    out.update(zip(second, run(list(second.values()))))
+    out["report_dir"] = report_dir
+    return out
+
+
+def names(out, split="eval"):
+    return dict(V.anomaly_list(out[f"{split}_anomalies"]))
 
 
 def drift(anomalies, feature):
@@ -159,118 +201,149 @@ def test_record_features_bad_input_and_max_examples(data):
 
 
 # --------------------------------------------------------------------------
-# Statistics, schema, validation
+# Statistics, schema, validation (the TFDV step, in-process or in TFDV's environment)
 # --------------------------------------------------------------------------
 
 
-def test_statistics_counts_and_means(data):
-    stats, frame = data["stats"]["train"], data["features"]["train"]
-    dataset, features = V._stats_by_name(stats)
+def test_statistics_counts_and_means(data, steps):
+    stats, frame = steps["clean"]["train_statistics"], data["features"]["train"]
+    dataset, features = tfdv_step._stats_by_name(stats)
     assert dataset.num_examples == N
     assert "key" not in features
     assert {"caption_chars", "caption_tokens", "oov_rate", "width", "format", "decode_error"} <= set(features)
     np.testing.assert_allclose(features["caption_chars"].num_stats.mean, frame["caption_chars"].mean(), rtol=1e-9)
     assert features["caption_chars"].num_stats.max == frame["caption_chars"].max()
     assert features["duplicate_key"].num_stats.mean * N == pytest.approx(1.0)
-    assert V._top_values(features, "decode_error") == {"": N - 1, "corrupt_image": 1}
-    missing = V._stats_by_name(data["stats"]["no_caption"])[1]["caption_chars"].num_stats.common_stats.num_missing
-    assert missing == N
+    assert tfdv_step._top_values(features, "decode_error") == {"": N - 1, "corrupt_image": 1}
+    no_caption = tfdv_step._stats_by_name(steps["no_caption"]["eval_statistics"])[1]
+    assert no_caption["caption_chars"].num_stats.common_stats.num_missing == N
 
 
-def test_train_fits_its_schema_and_clean_eval_passes(data):
-    schema, stats = data["schema"], data["stats"]
-    assert V.anomaly_list(V.validate(stats["train"], schema)) == []
-    anomalies = V.validate(stats["clean"], schema, reference_statistics=stats["train"])
-    assert V.anomaly_list(anomalies) == []
+def test_train_fits_its_schema_and_clean_eval_passes(steps):
+    out = steps["clean"]
+    assert names(out, "train") == {} and names(out) == {} and out["anomalies"] == []
+    anomalies = out["eval_anomalies"]
     assert drift(anomalies, "width") == 0.0 and drift(anomalies, "format") == 0.0
     assert 0 < drift(anomalies, "caption_tokens") < DRIFT and 0 < drift(anomalies, "oov_rate") < DRIFT
 
 
-def test_size_drift_is_reported(data):
-    stats = data["stats"]
-    anomalies = V.validate(stats["big"], data["schema"], reference_statistics=stats["train"])
-    names = dict(V.anomaly_list(anomalies))
-    assert set(names) == {"width", "height"}
-    assert "Jensen-Shannon" in names["width"]
-    assert drift(anomalies, "width") == pytest.approx(1.0)  # disjoint supports
+def test_size_drift_is_reported(steps):
+    found = names(steps["big"])
+    assert set(found) == {"width", "height"}
+    assert "Jensen-Shannon" in found["width"]
+    assert drift(steps["big"]["eval_anomalies"], "width") == pytest.approx(1.0)  # disjoint supports
     # Without the reference the sizes alone are no anomaly (no domain on sizes).
-    assert V.anomaly_list(V.validate(stats["big"], data["schema"])) == []
+    assert names(steps["big_alone"], "train") == {}
 
 
-def test_new_format_and_missing_captions_are_reported(data):
-    stats, schema = data["stats"], data["schema"]
-    anomalies = V.validate(stats["jpeg"], schema, reference_statistics=stats["train"])
-    names = dict(V.anomaly_list(anomalies))
-    assert list(names) == ["format"]
-    assert "Unexpected string values" in names["format"] and "Linfty" in names["format"]
-    assert drift(anomalies, "format") == pytest.approx(0.5)  # PNG: 1.0 -> 0.5, JPEG: 0 -> 0.5
-    names = dict(V.anomaly_list(V.validate(stats["no_caption"], schema, reference_statistics=stats["train"])))
-    assert {"caption_chars", "caption_tokens", "oov_rate", "decode_error"} <= set(names)
-    assert names["caption_chars"] == "Column dropped"  # TFDV's words for a feature absent everywhere
-    assert names["decode_error"] == "Unexpected string values"  # 100 % missing_caption > 10 %
+def test_new_format_and_missing_captions_are_reported(steps):
+    found = names(steps["jpeg"])
+    assert list(found) == ["format"]
+    assert "Unexpected string values" in found["format"] and "Linfty" in found["format"]
+    assert drift(steps["jpeg"]["eval_anomalies"], "format") == pytest.approx(0.5)  # PNG: 1.0 -> 0.5, JPEG: 0 -> 0.5
+    found = names(steps["no_caption"])
+    assert {"caption_chars", "caption_tokens", "oov_rate", "decode_error"} <= set(found)
+    assert found["caption_chars"] == "Column dropped"  # TFDV's words for a feature absent everywhere
+    assert found["decode_error"] == "Unexpected string values"  # 100 % missing_caption > 10 %
 
 
-def test_schema_thresholds_and_round_trip(data, tmp_path):
-    schema = data["schema"]
-    feature = {f.name: f for f in V.infer_schema(data["stats"]["train"]).feature}  # defaults
+def test_schema_thresholds_and_round_trip(data, steps, tmp_path):
+    feature = {f.name: f for f in steps["defaults"]["schema"].feature}
     assert feature["width"].drift_comparator.jensen_shannon_divergence.threshold == pytest.approx(0.1)
     assert feature["format"].drift_comparator.infinity_norm.threshold == pytest.approx(0.1)
     assert feature["decode_error"].distribution_constraints.min_domain_mass == pytest.approx(0.9)
     assert feature["width"].presence.min_fraction == pytest.approx(0.9)
+    drifting = {f.name: f for f in steps["clean"]["schema"].feature}
+    assert drifting["width"].drift_comparator.jensen_shannon_divergence.threshold == pytest.approx(DRIFT)
     # 1 of 20 train records is corrupt (5 %): above a 2 % limit the train split itself is anomalous.
-    strict = V.infer_schema(data["stats"]["train"], max_bad_fraction=0.02)
-    assert [name for name, _ in V.anomaly_list(V.validate(data["stats"]["train"], strict))] == ["decode_error"]
+    assert list(names(steps["strict"], "train")) == ["decode_error"]
     # A looser drift threshold accepts the half-JPEG split's L-infinity distance of 0.5 ...
-    loose = V.infer_schema(data["stats"]["train"], categorical_drift_threshold=0.6)
-    names = dict(V.anomaly_list(V.validate(data["stats"]["jpeg"], loose, data["stats"]["train"])))
-    assert "Linfty" not in names["format"]
+    assert "Linfty" not in names(steps["loose"])["format"]
     # From a split without failures TFDV alone would infer a bool domain for decode_error.
-    ok_schema = V.infer_schema(data["stats"]["clean"])
-    assert V.anomaly_list(V.validate(data["stats"]["train"], ok_schema)) == []  # 5 % failures
-    assert "decode_error" in dict(V.anomaly_list(V.validate(data["stats"]["no_caption"], ok_schema)))
+    assert names(steps["train_vs_ok"], "train") == {}  # 5 % failures
+    assert "decode_error" in names(steps["no_caption_vs_ok"], "train")
     # Captions missing from 1 of 20 records (5 %) pass the 90 % presence limit, from 5 (25 %) do not.
-    for missing, expected in ((1, []), (5, ["caption_chars"])):
-        frame = data["features"]["clean"].copy()
-        frame.loc[: missing - 1, "caption_chars"] = np.nan
-        found = V.anomaly_list(V.validate(V.dataset_statistics(frame), schema))
-        assert [name for name, _ in found] == expected, found
+    assert names(steps["missing_1"], "train") == {}
+    assert list(names(steps["missing_5"], "train")) == ["caption_chars"]
+    schema = steps["clean"]["schema"]
     path = V.save_schema(schema, tmp_path / "s" / "schema.pbtxt")
     assert V.load_schema(path) == schema
     with pytest.raises(ValueError, match="max_bad_fraction"):
-        V.infer_schema(data["stats"]["train"], max_bad_fraction=1.5)
+        V.validate_data(data["splits"]["clean"], max_bad_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown schema options"):
+        V.validate_data(data["splits"]["clean"], drift_treshold=0.2)
     with pytest.raises(ValueError, match="no schema file"):
         V.load_schema(tmp_path / "absent.pbtxt")
+    (tmp_path / "bad.pbtxt").write_text("feature { nme: 'x' }")
+    with pytest.raises(ValueError, match="not a schema"):
+        V.load_schema(tmp_path / "bad.pbtxt")
 
 
-# --------------------------------------------------------------------------
-# Report, validate_data, CLI
-# --------------------------------------------------------------------------
-
-
-def test_report_and_summary(data, tmp_path):
-    stats = data["stats"]
-    anomalies = V.validate(stats["train"], data["schema"])
-    text = V.summary_text(stats["train"], anomalies, "train")
+def test_report_and_summary(data, steps):
+    out = steps["clean"]
+    text = V.summary_text(out["train_statistics"], out["train_anomalies"], "train")
     for fragment in ("== train ==", f"examples: {N}", "decode failures: 1 (corrupt_image=1)",
                      "duplicate keys: 1, duplicate images: 1", f"formats: PNG={N}", "width 16-16",
                      "anomalies: none"):  # fmt: skip
         assert fragment in text, (fragment, text)
+    assert out["summary"].startswith(text)
     frame = data["features"]["train"]
     assert f"caption characters: mean {frame['caption_chars'].mean():.1f}" in text
-    path = V.write_report(tmp_path / "r" / "stats.html", stats["train"], stats["big"], summary=text)
-    page = open(path, encoding="utf-8").read()
+    report = steps["report_dir"]
+    assert steps["big"]["paths"]["statistics_html"] == str(report / "statistics.html")
+    page = (report / "statistics.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "</html>" in page and "facets" in page.lower()
     assert "examples: 20" in page and len(page) > 1000
+    assert V.load_schema(report / "schema.pbtxt") == steps["big"]["schema"]
+    assert (report / "summary.txt").read_text(encoding="utf-8") == steps["big"]["summary"]
 
 
-def test_validate_data_writes_outputs(data, tmp_path):
+def test_step_errors_come_back_as_one_line(data):
+    run = steps_or_skip()
+    empty = data["features"]["train"].iloc[:0]
+    with pytest.raises(ValueError, match=r"^dataset_statistics: the split has no record; check the input paths\.$"):
+        run([dict(frames={"train": empty})])
+
+
+def test_missing_tfdv_names_both_ways(monkeypatch):
+    monkeypatch.delenv(V.TFDV_PYTHON_ENV, raising=False)
+    monkeypatch.setattr(tfdv_step, "tfdv_importable", lambda: False)
+    monkeypatch.setattr(V, "tfdv_python", lambda: None)
+    with pytest.raises(ImportError) as info:
+        V.validate_data(tf.data.Dataset.from_tensor_slices({"image": [b""], "caption": [b"x"], "key": [b"k"]}))
+    message = str(info.value)
+    assert "\n" not in message
+    assert "pip install keras-maeclip[validate]" in message and "make validate-env" in message
+    monkeypatch.undo()
+    monkeypatch.setenv(V.TFDV_PYTHON_ENV, "/nonexistent/python")
+    with pytest.raises(ValueError, match="KERAS_MAECLIP_TFDV_PYTHON.*not an executable Python"):
+        V.tfdv_python()
+
+
+def test_feature_tables_cross_environments_unchanged(data, tmp_path):
+    frame = data["features"]["train"].copy()
+    frame.loc[2, "format"] = None
+    frame.loc[3, "width"] = np.nan
+    tfdv_step.write_frame(frame, tmp_path / "t.json")
+    back = tfdv_step.read_frame(tmp_path / "t.json")
+    assert list(back.columns) == list(frame.columns)
+    for name in frame.columns:
+        a, b = frame[name].tolist(), back[name].tolist()
+        same = [(x == y) or (pd.isna(x) and pd.isna(y)) for x, y in zip(a, b)]
+        assert all(same), name
+    assert back["format"].isna().tolist()[2] and not back["format"].isna().tolist()[1]
+    assert back["decode_error"].tolist()[0] == ""  # an empty string is a value, not missing
+
+
+def test_validate_data_writes_outputs(data, steps, tmp_path):
     result = V.validate_data(
         data["splits"]["train"], data["splits"]["big"], tokenizer=data["tokenizer"], output_dir=tmp_path,
         drift_threshold=DRIFT,
     )
     assert not result.ok
     assert sorted((s, f) for s, f, _ in result.anomalies) == [("eval", "height"), ("eval", "width")]
-    assert result.schema == data["schema"]
+    assert result.schema == steps["big"]["schema"]
+    assert result.train_statistics.datasets[0].num_examples == N
     for key in ("schema", "statistics_html", "summary"):
         assert open(result.paths[key], encoding="utf-8").read()
     assert "== eval ==" in open(result.paths["summary"], encoding="utf-8").read()
@@ -279,6 +352,7 @@ def test_validate_data_writes_outputs(data, tmp_path):
 
 
 def test_cli_end_to_end(data, tmp_path):
+    steps_or_skip()
     train_paths, _ = readers.write_tfrecords(data["splits"]["train"], tmp_path / "train", examples_per_shard=8)
     eval_paths, _ = readers.write_tfrecords(data["splits"]["big"], tmp_path / "eval")
     vocabulary = tmp_path / "vocab.txt"

@@ -154,7 +154,9 @@ def main(out_dir, replicas):
         for i, (before, after) in enumerate(zip(references["global"], weights(model))):
             results[f"model_parallel/distributed/delta/{i}"] = after - before
         results["model_parallel/shardings"] = [
-            f"{v.path} {v.value.sharding.spec}" for v in model.trainable_weights
+            # Padded to the rank: jax >= 0.5 prints P(...) and may drop trailing Nones.
+            f"{v.path} {tuple(v.value.sharding.spec) + (None,) * (len(v.shape) - len(v.value.sharding.spec))}"
+            for v in model.trainable_weights
         ]
         results["model_parallel/description"] = parallel.description
         setup = configure_distribution("data_parallel")

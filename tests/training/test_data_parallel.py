@@ -127,9 +127,9 @@ def test_model_parallel_shards_kernels_and_equals_single_device(runs):
     specs = [str(s) for s in run["model_parallel/shardings"]]
     query = [s for s in specs if "query/kernel" in s]
     mlp_in = [s for s in specs if "feedforward_intermediate_dense/kernel" in s]
-    assert query and all("PartitionSpec(None, 'model', None)" in s for s in query)
-    assert mlp_in and all("PartitionSpec(None, 'model')" in s for s in mlp_in)
-    assert any("patch_embedding/projection/kernel PartitionSpec(None, None, None, None)" in s for s in specs)
+    assert query and all(s.endswith(" (None, 'model', None)") for s in query)
+    assert mlp_in and all(s.endswith(" (None, 'model')") for s in mlp_in)
+    assert any(s.endswith("patch_embedding/projection/kernel (None, None, None, None)") for s in specs)
     assert float(run["model_parallel/distributed/loss"]) == pytest.approx(
         float(run["global/reference/loss"]), rel=1e-5
     )
