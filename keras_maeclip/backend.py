@@ -7,9 +7,13 @@ a user can act on); reading concrete tensor values on any backend; and
 PyTorch's fused AdamW update behind `keras_maeclip.optimizers.AdamW`.
 """
 
+import contextlib
+import importlib.util
 import logging
 import os
+import re
 import sys
+import tempfile
 import warnings
 
 
@@ -26,19 +30,47 @@ ACCELERATOR_BACKEND = "jax"
 ACCELERATOR_DEVICES = ("/dev/nvidia0", "/dev/accel0", "/dev/kfd")
 
 
-def default_backend(devices=ACCELERATOR_DEVICES):
-    """The backend of a recipe left to choose: `"jax"` with an accelerator, else `"torch"`.
+BACKEND_PACKAGES = {"jax": ("jax", "jax"), "torch": ("torch", "torch"), "tensorflow": ("tensorflow", None)}
+"""Backend -> (the module it needs, the keras-maeclip extra that installs it; None: always installed)."""
 
-    Looks for accelerator device files only (nothing is imported, so it
-    can run before keras is).
+
+def backend_installed(name):
+    """True when the package the Keras backend `name` runs on can be imported (nothing is imported)."""
+    module = BACKEND_PACKAGES.get(name, (name, None))[0]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_backend_message(name):
+    """One line for a backend whose package is not installed, naming the extra to install."""
+    module, extra = BACKEND_PACKAGES.get(name, (name, None))
+    install = f"pip install keras-maeclip[{extra}]" if extra else f"pip install {module}"
+    return f"KERAS_BACKEND={name} needs {module}, which is not installed: {install}, or pick another backend."
+
+
+def default_backend(devices=ACCELERATOR_DEVICES):
+    """The backend of a recipe left to choose: the fastest installed one for the hardware.
+
+    `ACCELERATOR_BACKEND` (JAX) with an accelerator, else `CPU_BACKEND`
+    (PyTorch), when that backend's package is installed; otherwise the other
+    of the two, and TensorFlow (always installed) last. Looks for device
+    files and installed packages only (nothing is imported, so it can run
+    before keras is).
 
     Args:
         devices: paths whose existence means an accelerator is attached.
 
     Returns:
-        `ACCELERATOR_BACKEND` if one of `devices` exists, else `CPU_BACKEND`.
+        `"jax"`, `"torch"` or `"tensorflow"`.
     """
-    return ACCELERATOR_BACKEND if any(os.path.exists(d) for d in devices) else CPU_BACKEND
+    first = ACCELERATOR_BACKEND if any(os.path.exists(d) for d in devices) else CPU_BACKEND
+    second = CPU_BACKEND if first == ACCELERATOR_BACKEND else ACCELERATOR_BACKEND
+    for name in (first, second):
+        if backend_installed(name):
+            return name
+    return "tensorflow"
 
 
 def select_backend(name=None):
@@ -62,6 +94,8 @@ def select_backend(name=None):
     Raises:
         RuntimeError: keras is already imported, so the choice would be
             ignored.
+        SystemExit: the backend's package is not installed (one line naming
+            the extra that installs it).
     """
     if name:
         if "keras" in sys.modules:
@@ -72,6 +106,8 @@ def select_backend(name=None):
         os.environ["KERAS_BACKEND"] = name
     elif "keras" not in sys.modules and not os.environ.get("KERAS_BACKEND"):
         os.environ["KERAS_BACKEND"] = default_backend()
+    if "keras" not in sys.modules and not backend_installed(os.environ["KERAS_BACKEND"]):
+        raise SystemExit(f"error: {missing_backend_message(os.environ['KERAS_BACKEND'])}")
     quiet_startup()
     if "keras" in sys.modules:
         import keras
@@ -80,23 +116,64 @@ def select_backend(name=None):
     return os.environ["KERAS_BACKEND"]
 
 
+# Lines TensorFlow >= 2.20 writes to the C-level stderr while it is imported, before
+# its absl logging is initialised, so that TF_CPP_MIN_LOG_LEVEL cannot hold them back
+# (tensorflow/tensorflow#100442): none says anything a user can act on.
+IMPORT_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|[IWE]\d{4} [\d:. ]+\d+ (port\.cc|cudart_stub\.cc|cpu_feature_guard\.cc|cuda_platform\.cc)\b.*"
+    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags\.)$"
+)
+
+
+@contextlib.contextmanager
+def _without_import_noise(stream_fd=2):
+    """Runs the body with the C-level `stream_fd` captured; writes back every line but `IMPORT_NOISE`."""
+    try:
+        sys.stderr.flush()
+    except (AttributeError, ValueError):
+        pass
+    saved = os.dup(stream_fd)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), stream_fd)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (AttributeError, ValueError):
+                pass
+            os.dup2(saved, stream_fd)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not IMPORT_NOISE.match(line.rstrip("\n"))]  # fmt: skip
+            if kept:
+                os.write(stream_fd, "".join(kept).encode())
+
+
 def quiet_startup():
-    """Silence the start-up noise of the pinned stack, at its source.
+    """Silence the start-up noise of the stack, at its source.
 
     - TensorFlow's C++ log below FATAL (`TF_CPP_MIN_LOG_LEVEL=3` unless
-      set): the "Unable to register cuDNN/cuFFT/cuBLAS factory" and
-      "oneDNN supports DT_INT64 only on platforms with AVX-512" lines that
-      TF 2.16 prints on every CPU machine. Errors of the data pipeline and
-      of TF models still arrive as Python exceptions; set
+      set): oneDNN and CUDA lines printed while running. Errors of the data
+      pipeline and of TF models still arrive as Python exceptions; set
       `TF_CPP_MIN_LOG_LEVEL=0` to see the C++ log again.
+    - TensorFlow >= 2.20 writes its "oneDNN custom operations are on" and
+      "Could not find cuda drivers" lines while it is imported, before the
+      variable applies: TensorFlow is imported here with the C-level stderr
+      captured, and every captured line except those (`IMPORT_NOISE`) is
+      written back.
     - JAX's "Unable to initialize backend 'rocm' / 'tpu'" probes (INFO
       records, shown because absl's `app.run` logs at INFO).
-    - google.api_core's FutureWarning about the Python version (3.11 is
-      this project's pinned interpreter).
+    - google.api_core's FutureWarning about the Python version.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message="You are using a Python version", category=FutureWarning)
+    if "tensorflow" not in sys.modules and os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0":
+        with _without_import_noise():
+            import tensorflow  # noqa: F401
 
 
 def fit_verbosity(is_chief=True, stream=None):

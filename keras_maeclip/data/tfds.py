@@ -57,6 +57,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_maeclip import extras
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """A supported dataset is not prepared in the given TFDS data_dir."""
@@ -293,9 +295,7 @@ def prompt_templates(name):
 
 def _tfds():
     os.environ.setdefault("NO_GCE_CHECK", "true")
-    import tensorflow_datasets
-
-    return tensorflow_datasets
+    return extras.require("tensorflow_datasets", "tfds", "Reading TFDS datasets")
 
 
 def _versions_found(builder):

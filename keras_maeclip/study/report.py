@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 
+from keras_maeclip import extras
 from keras_maeclip.study import grid
 
 ID_COLUMNS = ("variant", "model", "size", "seed", "steps", "wall_s", "run_dir")
@@ -205,8 +206,7 @@ def markdown_table(rows, metrics):
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = extras.require("matplotlib", "plots", "The study's plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
