@@ -48,7 +48,7 @@ train: setup
 
 # The suite runs the data-validation tests through the TFDV environment.
 test: setup validate-env
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope tests $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=15 tests $(ARGS)
 
 benchmark: setup
 	$(VENV)/bin/python benchmarks/train_step.py $(ARGS)

@@ -30,6 +30,7 @@ import json
 import numbers
 import os
 import sys
+import types
 
 DRIFT_FEATURES = ("width", "height", "caption_tokens", "oov_rate", "format")
 """Features that get a drift comparator by default (those present in the schema)."""
@@ -73,18 +74,13 @@ def tfdv_importable():
     return True
 
 
-class _Protos:
-    def __getattr__(self, name):
-        try:
-            from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
-        except ImportError as e:
-            raise ImportError(MISSING_METADATA) from e
-        modules = {"anomalies_pb2": anomalies_pb2, "schema_pb2": schema_pb2, "statistics_pb2": statistics_pb2}
-        return modules[name]
-
-
 def _protos():
-    return _Protos()
+    """TFDV's proto modules (tensorflow-metadata), or one line naming what to install."""
+    try:
+        from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+    except ImportError as e:
+        raise ImportError(MISSING_METADATA) from e
+    return types.SimpleNamespace(anomalies_pb2=anomalies_pb2, schema_pb2=schema_pb2, statistics_pb2=statistics_pb2)
 
 
 def statistics_from_frame(frame, stats_options=None):

@@ -49,6 +49,15 @@ validate a prefix of a large set. TFDV statistics are computed in memory
 from the DataFrame (no Beam pipeline): tens of milliseconds for thousands
 of rows; importing TFDV takes several seconds, so it is imported lazily.
 
+Where TFDV runs
+---------------
+Statistics, schema, anomalies and the report are the TFDV step,
+`keras_maeclip.data.tfdv_step`: in this process when TFDV imports here
+(``pip install keras-maeclip[validate]``, glibc >= 2.39), else in the
+separate TFDV environment that ``make validate-env`` builds
+(``.venv-validate``; ``$KERAS_MAECLIP_TFDV_PYTHON`` names another), one
+process per `validate_data` call. Outputs, flags and errors are the same.
+
 Schema and checks (`infer_schema`, `validate`)
 ----------------------------------------------
 The schema is TFDV's inferred schema of the TRAIN split with these changes:
