@@ -8,7 +8,7 @@
 #
 # Made for the device machine (one H100 / H200; python3 = /opt/torch/.venv,
 # with torch and jax for CUDA but no TensorFlow, Keras, keras-hub or
-# open_clip, and no network): Keras 3.15.1, keras-hub 0.31.0, namex,
+# open_clip, and no network): Keras 3.15.1, keras-hub 0.32.0, keras_maeclip (its own wheel), namex,
 # optree (cp312), open_clip_torch 3.3.0, ftfy and wcwidth come as wheels in
 # .gpu_wheels/ (ignored through .git/info/exclude; the device call carries
 # it; docs/benchmarks.md, "GPU check (issue 12, item 7)", has the download

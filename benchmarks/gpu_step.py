@@ -42,7 +42,7 @@ to the JAX trainer as arrays and to the torch trainer through a
 accelerator once, so the step time excludes the host-to-device copy
 (`--input=host`: NumPy arrays every step, copied each step).
 
-TensorFlow itself: keras-hub 0.31.0 imports `tensorflow` at import time
+TensorFlow itself: keras-hub (0.31, 0.32) imports `tensorflow` at import time
 (e.g. `keras_hub/src/models/qwen3_5/qwen3_5_image_converter.py`, line 3:
 `import tensorflow as tf`, reached from `import keras_hub`), and so does
 `keras_maeclip/models/preprocessor.py` (line 9), which
@@ -318,7 +318,10 @@ def run_worker(backend):
             pass
     import numpy as np
 
-    sys.path.insert(0, _REPO)  # keras_maeclip from this checkout
+    try:  # the installed library (gpu_check.sh installs its wheel), else this checkout
+        import keras_maeclip  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, _REPO)
     from keras_maeclip.models import CLIP, MAECLIP
     from keras_maeclip.training.flops import analytic_flops_per_sample
 
